@@ -7,5 +7,10 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod finding;
+pub mod model;
 pub mod path;
+pub mod proxy;
+pub mod selector;
+pub mod status;
 pub mod version;

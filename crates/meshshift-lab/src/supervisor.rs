@@ -1,0 +1,531 @@
+//! The lab supervisor: one process that owns a private network namespace and the control plane in it.
+//!
+//! [`run`] must be the first thing its process does (before any tokio runtime or thread exists), because
+//! entering a network namespace only moves the calling thread, and entering a user namespace (the
+//! unprivileged fallback) is refused to multi-threaded processes. The order is:
+//!
+//! 1. lock the lab directory, find the binaries, bind the host listener on `127.0.0.1:0` (host namespace);
+//! 2. unshare the network namespace and make the pod and service ranges local;
+//! 3. create or reuse the PKI and the components' kubeconfigs;
+//! 4. on a current-thread tokio runtime on the main thread (children must be forked by a thread that lives
+//!    until shutdown, for `PR_SET_PDEATHSIG`): forward the host listener to the apiserver, start etcd, the
+//!    apiserver (wait for `/readyz`), the controller-manager and the scheduler (wait until they work);
+//! 5. write `<dir>/kubeconfig`, `<dir>/state.json`, `<dir>/ready`, print the ready line on stdout;
+//! 6. run until SIGTERM/SIGINT/SIGHUP, stdin EOF (if asked), a component's death or an agent's failure;
+//!    then stop every component (SIGTERM, 5 s grace, SIGKILL) and return.
+
+use std::fs::OpenOptions;
+use std::future::Future;
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use nix::fcntl::{Flock, FlockArg};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
+use tokio::sync::watch;
+
+use crate::binaries::Binaries;
+use crate::kubeconfig::{KubeconfigSpec, client_from_file};
+use crate::netns::{self, APISERVER_PORT, ETCD_CLIENT_PORT, ETCD_PEER_PORT, NamespaceKind};
+use crate::pki::{self, ADMIN_USER, PkiFiles};
+use crate::process::{Children, Event};
+use crate::state::{LabState, ReadyLine};
+use crate::{LabError, LabLayout};
+
+/// How long SIGTERMed components get before SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// A future run by an agent; `Send` so it can be spawned on the supervisor's runtime.
+pub type AgentFuture = Pin<Box<dyn Future<Output = Result<(), LabError>> + Send>>;
+
+/// Starts an agent once the control plane is ready.
+pub type AgentFn = Box<dyn FnOnce(AgentContext) -> AgentFuture + Send>;
+
+/// A task that runs inside the lab's network namespace, on the supervisor's runtime, once the control
+/// plane is ready: e.g. a node agent that registers a Node and publishes pod status and IPs, which must
+/// listen on pod addresses (10.244.x.y) that exist only inside the namespace. An agent that returns `Err`
+/// stops the lab; one that returns `Ok` simply ends.
+pub struct Agent {
+    /// A name for logs and errors.
+    pub name: String,
+    /// Starts the agent.
+    pub start: AgentFn,
+}
+
+impl Agent {
+    /// An agent named `name`.
+    pub fn new<F, Fut>(name: impl Into<String>, start: F) -> Agent
+    where
+        F: FnOnce(AgentContext) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<(), LabError>> + Send + 'static,
+    {
+        Agent { name: name.into(), start: Box::new(move |ctx| Box::pin(start(ctx))) }
+    }
+}
+
+/// What an agent gets.
+#[derive(Debug, Clone)]
+pub struct AgentContext {
+    /// The lab directory's layout.
+    pub layout: LabLayout,
+    /// An admin kubeconfig whose server is the apiserver inside the namespace (`https://127.0.0.1:6443`).
+    pub inside_kubeconfig: PathBuf,
+    /// The lab's certificate files (its CA can issue serving certificates via [`pki::LabCa::load`]).
+    pub pki: PkiFiles,
+    /// Becomes `true` when the supervisor stops; agents should return promptly then.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+/// How to run a supervisor. Build it with [`SupervisorOptions::new`] and set the public fields.
+pub struct SupervisorOptions {
+    /// The lab directory (created if missing): PKI, etcd data, logs, kubeconfig, state.
+    pub dir: PathBuf,
+    /// The directory of kube-apiserver, kube-controller-manager and kube-scheduler; `None` means
+    /// [`crate::binaries::find_k8s_bin_dir`].
+    pub bin_dir: Option<PathBuf>,
+    /// Stop when stdin reaches EOF. The test handle keeps the write end of a pipe: when the test process
+    /// dies, the pipe closes and the lab stops. Leave false for a detached lab with stdin at /dev/null.
+    pub exit_on_stdin_eof: bool,
+    /// How long the control plane may take to become ready.
+    pub ready_timeout: Duration,
+    /// Tasks to run inside the namespace once ready.
+    pub agents: Vec<Agent>,
+}
+
+impl SupervisorOptions {
+    /// Options for lab directory `dir`: binaries from the install cache, no stdin watch, 60 s to be ready.
+    pub fn new(dir: impl Into<PathBuf>) -> SupervisorOptions {
+        SupervisorOptions {
+            dir: dir.into(),
+            bin_dir: None,
+            exit_on_stdin_eof: false,
+            ready_timeout: Duration::from_secs(60),
+            agents: Vec::new(),
+        }
+    }
+}
+
+impl std::fmt::Debug for SupervisorOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SupervisorOptions")
+            .field("dir", &self.dir)
+            .field("bin_dir", &self.bin_dir)
+            .field("exit_on_stdin_eof", &self.exit_on_stdin_eof)
+            .field("ready_timeout", &self.ready_timeout)
+            .field("agents", &self.agents.iter().map(|a| &a.name).collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+/// Runs a lab control plane until told to stop (see the module docs). Call it first thing in `main`,
+/// before any runtime or thread exists. Returns `Ok(())` after a requested stop, an error if the lab could
+/// not start or a component died.
+pub fn run(opts: SupervisorOptions) -> Result<(), LabError> {
+    let started = (Instant::now(), SystemTime::now());
+    std::fs::create_dir_all(&opts.dir).map_err(|e| LabError::io("create directory", &opts.dir, e))?;
+    let root = opts.dir.canonicalize().map_err(|e| LabError::io("resolve", &opts.dir, e))?;
+    let layout = LabLayout::new(root);
+    for dir in [layout.logs_dir(), layout.etc_dir()] {
+        std::fs::create_dir_all(&dir).map_err(|e| LabError::io("create directory", &dir, e))?;
+    }
+    let _lock = lock_dir(&layout)?;
+    remove_if_exists(&layout.ready_file())?;
+    let binaries = Binaries::locate(opts.bin_dir.as_deref())?;
+
+    // Bound before unsharing: this socket stays in the host namespace.
+    let host = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0));
+    let listener = std::net::TcpListener::bind(host).map_err(|e| LabError::io("listen on", "127.0.0.1:0", e))?;
+    let host_port = listener.local_addr().map_err(|e| LabError::io("inspect", "the host listener", e))?.port();
+
+    let namespace = netns::enter()?;
+    netns::configure()?;
+    tracing::info!(?namespace, host_port, dir = %layout.root().display(), "entered the lab network namespace");
+
+    let pki = pki::ensure(&layout.pki_dir())?;
+    write_component_kubeconfigs(&layout, &pki)?;
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| LabError::io("start the async runtime in", layout.root(), e))?;
+    let lab = Lab { layout: layout.clone(), binaries, pki, host_port, namespace, started, opts };
+    let result = runtime.block_on(lab.supervise(listener));
+    // Agents and forwarded connections are abandoned here; the stdin reader thread may be blocked in read(2).
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    let _ = remove_if_exists(&layout.ready_file());
+    if let Err(err) = &result {
+        tracing::error!(%err, "lab supervisor stopped with an error");
+    }
+    result
+}
+
+/// Why the supervisor stops.
+enum Halt {
+    /// A stop was requested: not an error.
+    Stop(String),
+    /// A failure.
+    Error(LabError),
+}
+
+impl From<LabError> for Halt {
+    fn from(err: LabError) -> Self {
+        Halt::Error(err)
+    }
+}
+
+struct Lab {
+    layout: LabLayout,
+    binaries: Binaries,
+    pki: PkiFiles,
+    host_port: u16,
+    namespace: NamespaceKind,
+    started: (Instant, SystemTime),
+    opts: SupervisorOptions,
+}
+
+impl Lab {
+    async fn supervise(mut self, listener: std::net::TcpListener) -> Result<(), LabError> {
+        let (events_tx, mut events) = unbounded_channel();
+        watch_stop_requests(&events_tx, self.opts.exit_on_stdin_eof)?;
+        let listener = crate::forward::into_tokio(listener)?;
+        tokio::spawn(crate::forward::serve(listener, inside(APISERVER_PORT)));
+
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let mut children = Children::new(events_tx.clone());
+        let outcome = self.start_and_wait(&mut children, &mut events, &events_tx, shutdown_rx).await;
+        let _ = shutdown_tx.send(true);
+        match &outcome {
+            Err(Halt::Stop(reason)) => tracing::info!(reason, "stopping the lab"),
+            Err(Halt::Error(err)) => tracing::error!(%err, "stopping the lab after a failure"),
+            Ok(()) => {}
+        }
+        children.stop_all(&mut events, STOP_GRACE).await;
+        match outcome {
+            Ok(()) | Err(Halt::Stop(_)) => Ok(()),
+            Err(Halt::Error(err)) => Err(err),
+        }
+    }
+
+    /// Starts everything, announces readiness, then waits for the event that ends the lab (always `Err`).
+    async fn start_and_wait(
+        &mut self,
+        children: &mut Children,
+        events: &mut UnboundedReceiver<Event>,
+        events_tx: &UnboundedSender<Event>,
+        shutdown: watch::Receiver<bool>,
+    ) -> Result<(), Halt> {
+        let timeout = self.opts.ready_timeout;
+        let l = self.layout.clone();
+        let b = self.binaries.clone();
+
+        children.spawn("etcd", &b.etcd, &etcd_args(&l), &l.log("etcd"))?;
+        race(events, children, wait_for_tcp(inside(ETCD_CLIENT_PORT), timeout)).await?;
+
+        children.spawn("kube-apiserver", &b.kube_apiserver, &apiserver_args(&self.pki), &l.log("kube-apiserver"))?;
+        let inside_kubeconfig = l.inside_kubeconfig();
+        race(events, children, wait_for_readyz(&inside_kubeconfig, timeout)).await?;
+
+        let etc = l.etc_dir();
+        let cm_args = controller_manager_args(&etc.join("controller-manager.kubeconfig"), &self.pki);
+        children.spawn("kube-controller-manager", &b.kube_controller_manager, &cm_args, &l.log("kube-controller-manager"))?;
+        let sched_args = scheduler_args(&etc.join("scheduler.kubeconfig"));
+        children.spawn("kube-scheduler", &b.kube_scheduler, &sched_args, &l.log("kube-scheduler"))?;
+        race(events, children, wait_for_controllers(&inside_kubeconfig, timeout)).await?;
+
+        self.announce_ready(children)?;
+
+        for agent in std::mem::take(&mut self.opts.agents) {
+            let ctx = AgentContext {
+                layout: l.clone(),
+                inside_kubeconfig: inside_kubeconfig.clone(),
+                pki: self.pki.clone(),
+                shutdown: shutdown.clone(),
+            };
+            let (name, future) = (agent.name, (agent.start)(ctx));
+            let events_tx = events_tx.clone();
+            tokio::spawn(async move {
+                match future.await {
+                    Ok(()) => tracing::info!(agent = name, "agent finished"),
+                    Err(err) => {
+                        let detail = err.to_string();
+                        let _ = events_tx.send(Event::AgentFailed(LabError::Agent { name, detail }));
+                    }
+                }
+            });
+        }
+
+        race(events, children, std::future::pending::<Result<(), LabError>>()).await
+    }
+
+    /// Writes the host kubeconfig, the state file and the ready marker, then prints the ready line.
+    fn announce_ready(&self, children: &Children) -> Result<(), LabError> {
+        let l = &self.layout;
+        let apiserver = format!("https://127.0.0.1:{}", self.host_port);
+        let p = &self.pki;
+        KubeconfigSpec::write_from_files(&apiserver, ADMIN_USER, &p.ca_cert, &p.admin_cert, &p.admin_key, &l.kubeconfig())?;
+        let now = SystemTime::now();
+        let unix = |t: SystemTime| t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let startup_ms = self.started.0.elapsed().as_millis() as u64;
+        let state = LabState {
+            pid: std::process::id(),
+            host_port: self.host_port,
+            apiserver: apiserver.clone(),
+            kubeconfig: l.kubeconfig(),
+            dir: l.root().to_path_buf(),
+            started_at: unix(self.started.1),
+            ready_at: unix(now),
+            startup_ms,
+            namespace: match self.namespace {
+                NamespaceKind::Root => "root".into(),
+                NamespaceKind::User => "user".into(),
+            },
+            children: children.pids(),
+        };
+        state.write(&l.state_file())?;
+        pki::write_file(&l.ready_file(), b"", 0o644)?;
+        let line = serde_json::to_string(&ReadyLine { ready: true, kubeconfig: l.kubeconfig(), apiserver })?;
+        let mut out = std::io::stdout().lock();
+        if let Err(err) = writeln!(out, "{line}").and_then(|()| out.flush()) {
+            // Nobody reads our stdout (detached lab): the ready file and state.json still say it.
+            tracing::warn!(%err, "could not print the ready line");
+        }
+        tracing::info!(startup_ms, "lab control plane ready");
+        Ok(())
+    }
+}
+
+/// Runs `work` until it finishes or an event ends the lab first.
+async fn race<T>(
+    events: &mut UnboundedReceiver<Event>,
+    children: &Children,
+    work: impl Future<Output = Result<T, LabError>>,
+) -> Result<T, Halt> {
+    tokio::select! {
+        result = work => result.map_err(Halt::Error),
+        event = events.recv() => Err(match event {
+            Some(Event::Stop(reason)) => Halt::Stop(reason),
+            Some(Event::ChildExited { name, status }) => {
+                let log = children.log_of(&name);
+                Halt::Error(LabError::ChildExited { name, status, log })
+            }
+            Some(Event::AgentFailed(err)) => Halt::Error(err),
+            None => Halt::Stop("event channel closed".into()),
+        }),
+    }
+}
+
+/// Turns SIGTERM, SIGINT, SIGHUP and (optionally) stdin EOF into [`Event::Stop`].
+fn watch_stop_requests(events: &UnboundedSender<Event>, stdin_eof: bool) -> Result<(), LabError> {
+    for (kind, name) in [
+        (SignalKind::terminate(), "SIGTERM"),
+        (SignalKind::interrupt(), "SIGINT"),
+        (SignalKind::hangup(), "SIGHUP"),
+    ] {
+        let mut stream = signal(kind).map_err(|e| LabError::io("install a handler for", name, e))?;
+        let events = events.clone();
+        tokio::spawn(async move {
+            while stream.recv().await.is_some() {
+                let _ = events.send(Event::Stop(format!("received {name}")));
+            }
+        });
+    }
+    if stdin_eof {
+        let events = events.clone();
+        // A plain thread: a blocking read on stdin has no async equivalent worth the trouble, and threads
+        // created now (after unshare) are in the namespace anyway. It is never joined.
+        std::thread::Builder::new()
+            .name("stdin-eof".into())
+            .spawn(move || {
+                let mut stdin = std::io::stdin().lock();
+                let mut buf = [0u8; 256];
+                loop {
+                    match stdin.read(&mut buf) {
+                        Ok(0) => break,
+                        Ok(_) => continue,
+                        Err(err) if err.kind() == std::io::ErrorKind::Interrupted => continue,
+                        Err(_) => break,
+                    }
+                }
+                let _ = events.send(Event::Stop("stdin reached EOF (the parent process is gone)".into()));
+            })
+            .map_err(|e| LabError::io("start the stdin watcher for", "stdin", e))?;
+    }
+    Ok(())
+}
+
+fn inside(port: u16) -> SocketAddr {
+    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, port))
+}
+
+async fn wait_for_tcp(addr: SocketAddr, limit: Duration) -> Result<(), LabError> {
+    let start = Instant::now();
+    loop {
+        match tokio::net::TcpStream::connect(addr).await {
+            Ok(_) => return Ok(()),
+            Err(err) if start.elapsed() >= limit => {
+                return Err(LabError::NotReady {
+                    what: format!("etcd ({addr})"),
+                    waited_secs: limit.as_secs(),
+                    detail: err.to_string(),
+                });
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
+/// Polls `/readyz` with the admin identity until it answers 200.
+async fn wait_for_readyz(kubeconfig: &Path, limit: Duration) -> Result<(), LabError> {
+    let client = client_from_file(kubeconfig).await?;
+    poll("kube-apiserver /readyz", limit, Duration::from_millis(100), || {
+        let client = client.clone();
+        async move {
+            let request = http::Request::get("/readyz").body(Vec::new()).map_err(|e| e.to_string())?;
+            client.request_text(request).await.map(|_| ()).map_err(|e| e.to_string())
+        }
+    })
+    .await
+}
+
+/// Waits until the controller-manager has run its controllers once: the service-account controllers made
+/// `default/default` and its token. Without this a test's first namespace could be created before the
+/// controllers run, and its pods would fail admission ("no API token") and back off.
+async fn wait_for_controllers(kubeconfig: &Path, limit: Duration) -> Result<(), LabError> {
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    let client = client_from_file(kubeconfig).await?;
+    let accounts: kube::Api<ServiceAccount> = kube::Api::namespaced(client, "default");
+    poll("kube-controller-manager (default/default ServiceAccount token)", limit, Duration::from_millis(100), || {
+        let accounts = accounts.clone();
+        async move {
+            match accounts.get_opt("default").await.map_err(|e| e.to_string())? {
+                Some(sa) if sa.secrets.as_ref().is_some_and(|s| !s.is_empty()) => Ok(()),
+                Some(_) => Err("the default ServiceAccount has no token yet".to_string()),
+                None => Err("the default ServiceAccount does not exist yet".to_string()),
+            }
+        }
+    })
+    .await
+}
+
+/// Retries `attempt` (which says why it is not ready yet) every `every` until it succeeds or `limit` has passed (each attempt gets at most 5 s).
+async fn poll<F, Fut>(what: &str, limit: Duration, every: Duration, mut attempt: F) -> Result<(), LabError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<(), String>>,
+{
+    let start = Instant::now();
+    loop {
+        let last = match tokio::time::timeout(Duration::from_secs(5), attempt()).await {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(err)) => err,
+            Err(_) => "attempt timed out after 5 s".to_string(),
+        };
+        if start.elapsed() >= limit {
+            return Err(LabError::NotReady { what: what.to_string(), waited_secs: limit.as_secs(), detail: last });
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+fn etcd_args(l: &LabLayout) -> Vec<String> {
+    let client = format!("http://127.0.0.1:{ETCD_CLIENT_PORT}");
+    let peer = format!("http://127.0.0.1:{ETCD_PEER_PORT}");
+    vec![
+        "--name=meshshift-lab".into(),
+        format!("--data-dir={}", l.etcd_data_dir().display()),
+        format!("--listen-client-urls={client}"),
+        format!("--advertise-client-urls={client}"),
+        format!("--listen-peer-urls={peer}"),
+        format!("--initial-advertise-peer-urls={peer}"),
+        format!("--initial-cluster=meshshift-lab={peer}"),
+        "--logger=zap".into(),
+    ]
+}
+
+fn apiserver_args(p: &PkiFiles) -> Vec<String> {
+    let path = |flag: &str, file: &Path| format!("--{flag}={}", file.display());
+    vec![
+        format!("--etcd-servers=http://127.0.0.1:{ETCD_CLIENT_PORT}"),
+        format!("--advertise-address={}", netns::ADVERTISE_ADDRESS),
+        "--bind-address=0.0.0.0".into(),
+        format!("--secure-port={APISERVER_PORT}"),
+        "--insecure-port=0".into(),
+        format!("--service-cluster-ip-range={}", netns::SERVICE_CIDR),
+        path("client-ca-file", &p.ca_cert),
+        path("tls-cert-file", &p.apiserver_cert),
+        path("tls-private-key-file", &p.apiserver_key),
+        path("service-account-key-file", &p.service_account_pub),
+        path("service-account-signing-key-file", &p.service_account_key),
+        "--service-account-issuer=https://kubernetes.default.svc".into(),
+        "--authorization-mode=Node,RBAC".into(),
+        "--enable-aggregator-routing=true".into(),
+        "--allow-privileged=true".into(),
+        // Only used if a certificate were missing; keeps the apiserver out of /var/run/kubernetes.
+        format!("--cert-dir={}", p.ca_cert.parent().unwrap_or(Path::new(".")).display()),
+    ]
+}
+
+fn controller_manager_args(kubeconfig: &Path, p: &PkiFiles) -> Vec<String> {
+    vec![
+        format!("--kubeconfig={}", kubeconfig.display()),
+        format!("--service-account-private-key-file={}", p.service_account_key.display()),
+        format!("--root-ca-file={}", p.ca_cert.display()),
+        "--use-service-account-credentials=true".into(),
+        "--leader-elect=false".into(),
+        "--port=0".into(),
+        "--secure-port=0".into(),
+    ]
+}
+
+fn scheduler_args(kubeconfig: &Path) -> Vec<String> {
+    vec![
+        format!("--kubeconfig={}", kubeconfig.display()),
+        "--leader-elect=false".into(),
+        "--port=0".into(),
+        "--secure-port=0".into(),
+    ]
+}
+
+/// Kubeconfigs for processes inside the namespace: the components' own identities and an admin one.
+fn write_component_kubeconfigs(l: &LabLayout, p: &PkiFiles) -> Result<(), LabError> {
+    let server = format!("https://127.0.0.1:{APISERVER_PORT}");
+    let etc = l.etc_dir();
+    let write = |user: &str, cert: &Path, key: &Path, path: &Path| {
+        KubeconfigSpec::write_from_files(&server, user, &p.ca_cert, cert, key, path)
+    };
+    write(
+        "system:kube-controller-manager",
+        &p.controller_manager_cert,
+        &p.controller_manager_key,
+        &etc.join("controller-manager.kubeconfig"),
+    )?;
+    write("system:kube-scheduler", &p.scheduler_cert, &p.scheduler_key, &etc.join("scheduler.kubeconfig"))?;
+    write(ADMIN_USER, &p.admin_cert, &p.admin_key, &l.inside_kubeconfig())
+}
+
+/// Takes an exclusive, non-blocking flock on `<dir>/supervisor.lock` for the supervisor's lifetime. The
+/// descriptor is close-on-exec, so children do not inherit it and the lock dies with the supervisor.
+fn lock_dir(l: &LabLayout) -> Result<Flock<std::fs::File>, LabError> {
+    let path = l.lock_file();
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| LabError::io("open", &path, e))?;
+    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(lock) => Ok(lock),
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) => Err(LabError::DirLocked { dir: l.root().to_path_buf() }),
+        Err((_, source)) => Err(LabError::Sys { action: "flock(supervisor.lock)", source }),
+    }
+}
+
+fn remove_if_exists(path: &Path) -> Result<(), LabError> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(LabError::io("remove", path, e)),
+        _ => Ok(()),
+    }
+}

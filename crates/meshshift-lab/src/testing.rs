@@ -1,0 +1,358 @@
+//! [`TestCluster`]: a lab control plane for integration tests, driven from the test process.
+//!
+//! The control plane runs in a separate supervisor process (see [`crate::supervisor`]): the test process is
+//! multi-threaded and cannot enter a network namespace itself. The handle keeps the write end of the
+//! supervisor's stdin: if the test process dies without running `Drop` (panic=abort, SIGKILL, a cluster in
+//! a `static`), the pipe closes and the supervisor stops the control plane by itself.
+//!
+//! Everything here is blocking and needs no tokio runtime, except [`TestCluster::client`], which builds a
+//! new client on the caller's runtime (each `#[tokio::test]` has its own, and a client must not outlive it).
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant, SystemTime};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+use crate::binaries::{Binaries, find_k8s_bin_dir};
+use crate::state::{LabState, ReadyLine};
+use crate::{LabError, LabLayout};
+
+/// How long [`TestCluster::start`] waits for the ready line.
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a stopping supervisor gets before SIGKILL (it gives its components 5 s itself).
+const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// Temporary lab directories are named `meshshift-lab-XXXXXX`.
+const DIR_PREFIX: &str = "meshshift-lab-";
+/// Set (to anything non-empty) to keep lab directories after the test, for debugging.
+pub const KEEP_ENV: &str = "MESHSHIFT_LAB_KEEP";
+/// Set to a directory to create lab directories there instead of the system temp dir.
+pub const TMPDIR_ENV: &str = "MESHSHIFT_LAB_TMPDIR";
+/// Component logs whose tails are quoted when start-up fails.
+const LOGS: [&str; 5] = ["supervisor", "etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"];
+
+/// A running lab control plane owned by a test. Dropping it stops the control plane and deletes its
+/// directory.
+#[derive(Debug)]
+pub struct TestCluster {
+    supervisor: Child,
+    stdin: Option<ChildStdin>,
+    dir: Option<tempfile::TempDir>,
+    layout: LabLayout,
+    kubeconfig: kube::config::Kubeconfig,
+    ready: ReadyLine,
+    state: LabState,
+    startup: Duration,
+}
+
+impl TestCluster {
+    /// Starts a control plane by running `<supervisor_exe> lab supervise --dir <tmp> --bin-dir <bin>
+    /// --exit-on-stdin-eof` and waiting (at most 60 s) for its ready line. The Kubernetes binaries are found
+    /// with [`find_k8s_bin_dir`] (`MESHSHIFT_K8S_BIN`, else the install script's record).
+    pub fn start(supervisor_exe: &Path) -> Result<TestCluster, LabError> {
+        let began = Instant::now();
+        let bin_dir = find_k8s_bin_dir()?;
+        Binaries::locate(Some(&bin_dir))?; // fail here, with the install hint, rather than in the supervisor
+        let parent = std::env::var_os(TMPDIR_ENV).filter(|v| !v.is_empty()).map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
+        sweep_stale_dirs(&parent);
+        let dir = tempfile::Builder::new()
+            .prefix(DIR_PREFIX)
+            .tempdir_in(&parent)
+            .map_err(|e| LabError::io("create a temporary directory in", &parent, e))?;
+        let layout = LabLayout::new(dir.path());
+        std::fs::create_dir_all(layout.logs_dir()).map_err(|e| LabError::io("create directory", layout.logs_dir(), e))?;
+        let supervisor_log = layout.log("supervisor");
+        let stderr = std::fs::File::create(&supervisor_log).map_err(|e| LabError::io("create", &supervisor_log, e))?;
+
+        let mut supervisor = Command::new(supervisor_exe)
+            .args(["lab", "supervise", "--dir"])
+            .arg(dir.path())
+            .arg("--bin-dir")
+            .arg(&bin_dir)
+            .arg("--exit-on-stdin-eof")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(stderr))
+            .spawn()
+            .map_err(|source| LabError::Spawn { name: "lab supervisor".into(), path: supervisor_exe.to_path_buf(), source })?;
+        let stdin = supervisor.stdin.take();
+        let ready = supervisor.stdout.take().map(read_ready_line);
+
+        let outcome = match ready {
+            Some(rx) => match rx.recv_timeout(READY_TIMEOUT) {
+                Ok(Ok(line)) => Ok(line),
+                Ok(Err(detail)) => Err(detail),
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    Err(format!("no ready line after {} s", READY_TIMEOUT.as_secs()))
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => Err("the stdout reader stopped".into()),
+            },
+            None => Err("the supervisor's stdout was not captured".into()),
+        };
+        let mut cluster = TestCluster {
+            supervisor,
+            stdin,
+            dir: Some(dir),
+            layout,
+            kubeconfig: kube::config::Kubeconfig::default(),
+            ready: ReadyLine { ready: false, kubeconfig: PathBuf::new(), apiserver: String::new() },
+            state: LabState {
+                pid: 0,
+                host_port: 0,
+                apiserver: String::new(),
+                kubeconfig: PathBuf::new(),
+                dir: PathBuf::new(),
+                started_at: 0,
+                ready_at: 0,
+                startup_ms: 0,
+                namespace: String::new(),
+                children: Default::default(),
+            },
+            startup: Duration::ZERO,
+        };
+        let ready = match outcome {
+            Ok(line) => line,
+            Err(detail) => return Err(cluster.fail(detail)),
+        };
+        cluster.startup = began.elapsed();
+        let loaded = LabState::read(&cluster.layout.state_file()).and_then(|state| {
+            let kubeconfig = kube::config::Kubeconfig::read_from(&ready.kubeconfig)
+                .map_err(|e| LabError::Kubeconfig(format!("reading {}: {e}", ready.kubeconfig.display())))?;
+            Ok((state, kubeconfig))
+        });
+        match loaded {
+            Ok((state, kubeconfig)) => {
+                cluster.state = state;
+                cluster.kubeconfig = kubeconfig;
+                cluster.ready = ready;
+                Ok(cluster)
+            }
+            Err(err) => Err(cluster.fail(err.to_string())),
+        }
+    }
+
+    /// The admin kubeconfig file (cluster-admin, server `https://127.0.0.1:<port>`, context `meshshift-lab`).
+    pub fn kubeconfig_path(&self) -> &Path {
+        &self.ready.kubeconfig
+    }
+
+    /// The admin kubeconfig, parsed (edit a copy, e.g. `auth_infos[0].auth_info.impersonate`, to act as
+    /// another user).
+    pub fn kubeconfig(&self) -> kube::config::Kubeconfig {
+        self.kubeconfig.clone()
+    }
+
+    /// A new cluster-admin client, bound to the calling tokio runtime.
+    pub async fn client(&self) -> Result<kube::Client, LabError> {
+        crate::kubeconfig::client_from(self.kubeconfig()).await
+    }
+
+    /// `https://127.0.0.1:<port>`: the apiserver as seen from the host.
+    pub fn apiserver_url(&self) -> &str {
+        &self.ready.apiserver
+    }
+
+    /// The lab directory (removed on drop unless `MESHSHIFT_LAB_KEEP` is set).
+    pub fn dir(&self) -> &Path {
+        self.layout.root()
+    }
+
+    /// The log of component `name` (`etcd`, `kube-apiserver`, `kube-controller-manager`, `kube-scheduler`,
+    /// `supervisor`).
+    pub fn log_path(&self, name: &str) -> PathBuf {
+        self.layout.log(name)
+    }
+
+    /// The supervisor's state file contents (pids, host port, start-up time as seen by the supervisor).
+    pub fn state(&self) -> &LabState {
+        &self.state
+    }
+
+    /// The supervisor's pid.
+    pub fn supervisor_pid(&self) -> u32 {
+        self.supervisor.id()
+    }
+
+    /// Wall time from [`TestCluster::start`] until the ready line.
+    pub fn startup_time(&self) -> Duration {
+        self.startup
+    }
+
+    /// Stops the control plane like `Drop` does, but reports a supervisor that failed or had to be killed.
+    pub fn stop(mut self) -> Result<(), LabError> {
+        self.shutdown()
+    }
+
+    /// Closes stdin, sends SIGTERM, waits up to 10 s (then SIGKILL), waits for the components to be gone
+    /// and removes the directory.
+    fn shutdown(&mut self) -> Result<(), LabError> {
+        if self.dir.is_none() {
+            return Ok(()); // already done
+        }
+        drop(self.stdin.take());
+        let pid = Pid::from_raw(self.supervisor.id() as i32);
+        let mut problem = None;
+        if self.supervisor.try_wait().ok().flatten().is_none() {
+            let _ = kill(pid, Signal::SIGTERM);
+        }
+        match wait_timeout(&mut self.supervisor, STOP_TIMEOUT) {
+            Some(status) if status.success() => {}
+            Some(status) => problem = Some(format!("the supervisor exited with {status}")),
+            None => {
+                let _ = kill(pid, Signal::SIGKILL);
+                let _ = self.supervisor.wait();
+                problem = Some(format!("the supervisor did not stop within {} s and was killed", STOP_TIMEOUT.as_secs()));
+            }
+        }
+        // Normally the supervisor reaped its components before exiting; after a SIGKILL their
+        // PR_SET_PDEATHSIG kills them. Either way, do not delete etcd's files under a live etcd.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self.state.children.values().any(|&p| process_alive(p)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let survivors: Vec<_> = self.state.children.iter().filter(|(_, p)| process_alive(**p)).collect();
+        if !survivors.is_empty() {
+            problem = Some(format!("components still running after the supervisor stopped: {survivors:?}"));
+        }
+        let logs = if problem.is_some() { log_tails(&self.layout) } else { String::new() };
+        self.remove_dir();
+        match problem {
+            None => Ok(()),
+            Some(detail) => Err(LabError::Supervisor { detail, logs }),
+        }
+    }
+
+    /// Start-up failed: stop whatever runs, and build an error quoting the logs.
+    fn fail(&mut self, detail: String) -> LabError {
+        drop(self.stdin.take());
+        let pid = Pid::from_raw(self.supervisor.id() as i32);
+        let status = match self.supervisor.try_wait() {
+            Ok(Some(status)) => Some(status),
+            _ => {
+                let _ = kill(pid, Signal::SIGTERM);
+                wait_timeout(&mut self.supervisor, STOP_TIMEOUT).or_else(|| {
+                    let _ = kill(pid, Signal::SIGKILL);
+                    self.supervisor.wait().ok()
+                })
+            }
+        };
+        let detail = match status {
+            Some(status) => format!("{detail} (supervisor: {status})"),
+            None => detail,
+        };
+        let logs = log_tails(&self.layout);
+        self.remove_dir();
+        LabError::Supervisor { detail, logs }
+    }
+
+    fn remove_dir(&mut self) {
+        let Some(dir) = self.dir.take() else { return };
+        if std::env::var_os(KEEP_ENV).is_some_and(|v| !v.is_empty()) {
+            let kept = dir.keep();
+            // A marker so that sweep_stale_dirs leaves it alone.
+            let _ = std::fs::write(kept.join("keep"), b"");
+            eprintln!("meshshift-lab: kept lab directory {}", kept.display());
+        } else if let Err(err) = dir.close() {
+            eprintln!("meshshift-lab: could not remove the lab directory: {err}");
+        }
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        if let Err(err) = self.shutdown() {
+            eprintln!("meshshift-lab: {err}");
+        }
+    }
+}
+
+/// Whether process `pid` exists and is not a zombie (a zombie has exited; only its parent's `wait` is
+/// missing, which in a container may never come).
+pub fn process_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the parenthesised command name, which may itself contain spaces or parens.
+        Ok(stat) => stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next()).is_some_and(|s| s != "Z" && s != "X"),
+        Err(_) => false,
+    }
+}
+
+/// Reads the supervisor's stdout on a thread until the ready line (or EOF), and hands the result over.
+fn read_ready_line(stdout: std::process::ChildStdout) -> mpsc::Receiver<Result<ReadyLine, String>> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            match line {
+                Ok(line) => {
+                    if let Ok(ready) = serde_json::from_str::<ReadyLine>(&line)
+                        && ready.ready
+                    {
+                        let _ = tx.send(Ok(ready));
+                        return;
+                    }
+                }
+                Err(err) => {
+                    let _ = tx.send(Err(format!("reading the supervisor's stdout: {err}")));
+                    return;
+                }
+            }
+        }
+        let _ = tx.send(Err("the supervisor exited (closed stdout) without becoming ready".into()));
+    });
+    rx
+}
+
+fn wait_timeout(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + limit;
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return Some(status),
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            _ => return None,
+        }
+    }
+}
+
+/// The last lines of every component log, formatted for an error message.
+fn log_tails(layout: &LabLayout) -> String {
+    let mut out = String::new();
+    for name in LOGS {
+        let path = layout.log(name);
+        let Ok(text) = std::fs::read_to_string(&path) else { continue };
+        let lines: Vec<&str> = text.lines().collect();
+        let tail = &lines[lines.len().saturating_sub(25)..];
+        out.push_str(&format!("\n--- last {} lines of {} ---\n{}", tail.len(), path.display(), tail.join("\n")));
+    }
+    out
+}
+
+/// Removes lab directories left behind by test processes that died without dropping their cluster (the
+/// supervisor stopped, but nobody deleted the directory, whose etcd WAL alone preallocates 64 MB).
+/// A directory is stale when it is older than ten minutes, has no `keep` marker, and no supervisor holds
+/// its lock. Best effort: errors are ignored.
+fn sweep_stale_dirs(parent: &Path) {
+    let Ok(entries) = std::fs::read_dir(parent) else { return };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let is_lab = entry.file_name().to_str().is_some_and(|n| n.starts_with(DIR_PREFIX));
+        if !is_lab || !path.is_dir() || path.join("keep").exists() {
+            continue;
+        }
+        let old = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| SystemTime::now().duration_since(t).ok())
+            .is_some_and(|age| age > Duration::from_secs(600));
+        if old && !lock_held(&LabLayout::new(&path).lock_file()) {
+            let _ = std::fs::remove_dir_all(&path);
+        }
+    }
+}
+
+fn lock_held(lock: &Path) -> bool {
+    let Ok(file) = std::fs::OpenOptions::new().write(true).open(lock) else { return false };
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).is_err()
+}

@@ -1,0 +1,122 @@
+//! Command-line arguments (clap derive).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap_complete::Shell;
+
+/// Zero-downtime blue/green Istio revision upgrades, proven under traffic.
+#[derive(Debug, Parser)]
+#[command(name = "meshshift", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Options every command takes.
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every command takes.
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// More log output on stderr (-v info, -vv debug, -vvv trace).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// Log output formats.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// How to reach the cluster, as kubectl does.
+#[derive(Debug, Clone, Args)]
+pub struct ClusterArgs {
+    /// Kubeconfig file (default: $KUBECONFIG, then ~/.kube/config).
+    #[arg(long, env = "KUBECONFIG", value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Kubeconfig context (default: the current context).
+    #[arg(long, value_name = "NAME")]
+    pub context: Option<String>,
+}
+
+/// Output formats of reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// Tables for people.
+    Table,
+    /// JSON for programs.
+    Json,
+    /// YAML for people and programs.
+    Yaml,
+}
+
+/// Finding severities, for `--fail-on`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FailOn {
+    /// Any finding.
+    Info,
+    /// Warnings and errors.
+    Warning,
+    /// Errors only.
+    Error,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Report control-plane revisions, tags, injection, proxies, gateways and findings.
+    Status(StatusArgs),
+    /// The lab: a real Kubernetes control plane on this machine.
+    #[command(subcommand)]
+    Lab(LabCommand),
+    /// Print shell completions.
+    Completions {
+        /// The shell.
+        shell: Shell,
+    },
+}
+
+/// `meshshift status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The cluster.
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
+    /// Exit with code 6 when a finding of this severity or worse is reported.
+    #[arg(long, value_enum)]
+    pub fail_on: Option<FailOn>,
+}
+
+/// `meshshift lab ...`.
+#[derive(Debug, Subcommand)]
+pub enum LabCommand {
+    /// Run a lab control plane in the foreground (used by `lab up` and by tests).
+    #[command(hide = true)]
+    Supervise(SuperviseArgs),
+}
+
+/// `meshshift lab supervise`.
+#[derive(Debug, Args)]
+pub struct SuperviseArgs {
+    /// The lab's directory (certificates, data, logs, kubeconfig).
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// Directory with kube-apiserver, kube-controller-manager and kube-scheduler.
+    #[arg(long, env = "MESHSHIFT_K8S_BIN")]
+    pub bin_dir: Option<PathBuf>,
+    /// Shut down when standard input closes (the parent died).
+    #[arg(long)]
+    pub exit_on_stdin_eof: bool,
+}

@@ -1,0 +1,24 @@
+//! One module per command; each turns parsed arguments into calls on the library crates.
+
+pub mod lab;
+pub mod status;
+
+use std::process::ExitCode;
+
+use clap::CommandFactory;
+
+use crate::cli::{Cli, Command, LabCommand};
+use crate::exit::Code;
+
+/// Runs a command and maps its outcome to an exit code.
+pub async fn run(cli: Cli) -> ExitCode {
+    match cli.command {
+        Command::Status(args) => status::run(args).await.into(),
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "meshshift", &mut std::io::stdout());
+            Code::Ok.into()
+        }
+        // Dispatched in main before the runtime starts.
+        Command::Lab(LabCommand::Supervise(_)) => Code::Usage.into(),
+    }
+}
