@@ -47,6 +47,8 @@ pub enum FindingCode {
     DefaultValidatorRevisionMissing,
     /// A gateway not deployed by injection reads a mesh ConfigMap from its own namespace.
     GatewayLocalMeshConfig,
+    /// A Service (LoadBalancer above all) sends traffic to gateways of more than one revision.
+    ServiceSelectsMultipleRevisions,
     /// An istiod Deployment has no ready replica.
     ControlPlaneNotReady,
     /// An istiod's version could not be determined.

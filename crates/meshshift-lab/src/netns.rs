@@ -67,7 +67,8 @@ fn enter_user_namespace() -> Result<(), String> {
         .map_err(|err| format!("unshare(CLONE_NEWUSER | CLONE_NEWNET): {err}"))?;
     // setgroups must be denied before an unprivileged process may write gid_map.
     let write = |file: &str, text: String| {
-        std::fs::write(format!("/proc/self/{file}"), &text).map_err(|err| format!("writing {text:?} to /proc/self/{file}: {err}"))
+        std::fs::write(format!("/proc/self/{file}"), &text)
+            .map_err(|err| format!("writing {text:?} to /proc/self/{file}: {err}"))
     };
     write("setgroups", "deny".into())?;
     write("uid_map", format!("0 {uid} 1"))?;
@@ -83,7 +84,10 @@ pub fn configure() -> Result<(), LabError> {
         .map(std::path::PathBuf::from)
         .find(|p| p.is_file())
         .or_else(|| which("ip"))
-        .ok_or_else(|| LabError::NetworkSetup { command: "ip".into(), detail: "the `ip` command was not found".into() })?;
+        .ok_or_else(|| LabError::NetworkSetup {
+            command: "ip".into(),
+            detail: "the `ip` command was not found".into(),
+        })?;
     let steps: [&[&str]; 3] = [
         &["link", "set", "lo", "up"],
         &["route", "add", "local", POD_CIDR, "dev", "lo"],
@@ -94,9 +98,16 @@ pub fn configure() -> Result<(), LabError> {
         let out = Command::new(&ip)
             .args(args)
             .output()
-            .map_err(|err| LabError::NetworkSetup { command: command.clone(), detail: err.to_string() })?;
+            .map_err(|err| LabError::NetworkSetup {
+                command: command.clone(),
+                detail: err.to_string(),
+            })?;
         if !out.status.success() {
-            let detail = format!("{}: {}", out.status, String::from_utf8_lossy(&out.stderr).trim());
+            let detail = format!(
+                "{}: {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
             return Err(LabError::NetworkSetup { command, detail });
         }
     }
@@ -108,7 +119,10 @@ fn thread_count() -> usize {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|status| {
-            status.lines().find_map(|line| line.strip_prefix("Threads:").and_then(|n| n.trim().parse().ok()))
+            status.lines().find_map(|line| {
+                line.strip_prefix("Threads:")
+                    .and_then(|n| n.trim().parse().ok())
+            })
         })
         .unwrap_or(1)
 }

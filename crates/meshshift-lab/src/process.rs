@@ -26,8 +26,16 @@ use crate::LabError;
 
 /// Proxy variables are removed from the children's environment: nothing outside the namespace is reachable
 /// anyway, and a proxy would swallow the apiserver's calls to webhooks on pod IPs.
-const PROXY_VARS: [&str; 8] =
-    ["HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "all_proxy", "no_proxy"];
+const PROXY_VARS: [&str; 8] = [
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "ALL_PROXY",
+    "NO_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "all_proxy",
+    "no_proxy",
+];
 
 /// Something the supervisor's main loop must react to.
 #[derive(Debug)]
@@ -63,14 +71,25 @@ pub(crate) struct Children {
 impl Children {
     /// No children yet; exits will be reported on `events`.
     pub(crate) fn new(events: UnboundedSender<Event>) -> Self {
-        Children { running: Vec::new(), events }
+        Children {
+            running: Vec::new(),
+            events,
+        }
     }
 
     /// Starts `program args` as component `name`, stdout and stderr to `log` (truncated). Must be called on
     /// the supervisor's main thread (see the module docs).
-    pub(crate) fn spawn(&mut self, name: &str, program: &Path, args: &[String], log: &Path) -> Result<u32, LabError> {
+    pub(crate) fn spawn(
+        &mut self,
+        name: &str,
+        program: &Path,
+        args: &[String],
+        log: &Path,
+    ) -> Result<u32, LabError> {
         let out = File::create(log).map_err(|e| LabError::io("create", log, e))?;
-        let err = out.try_clone().map_err(|e| LabError::io("duplicate the handle of", log, e))?;
+        let err = out
+            .try_clone()
+            .map_err(|e| LabError::io("duplicate the handle of", log, e))?;
         let mut cmd = tokio::process::Command::new(program);
         cmd.args(args)
             .stdin(Stdio::null())
@@ -88,13 +107,20 @@ impl Children {
                 nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)
             });
         }
-        let spawn_error = |source| LabError::Spawn { name: name.to_string(), path: program.to_path_buf(), source };
+        let spawn_error = |source| LabError::Spawn {
+            name: name.to_string(),
+            path: program.to_path_buf(),
+            source,
+        };
         let mut child = cmd.spawn().map_err(spawn_error)?;
         let Some(pid) = child.id() else {
-            return Err(spawn_error(std::io::Error::other("the process exited before its pid was read")));
+            return Err(spawn_error(std::io::Error::other(
+                "the process exited before its pid was read",
+            )));
         };
         let exited = Arc::new(AtomicBool::new(false));
-        let (task_name, task_exited, events) = (name.to_string(), exited.clone(), self.events.clone());
+        let (task_name, task_exited, events) =
+            (name.to_string(), exited.clone(), self.events.clone());
         tokio::spawn(async move {
             let status = match child.wait().await {
                 Ok(status) => status.to_string(),
@@ -102,7 +128,10 @@ impl Children {
             };
             task_exited.store(true, Ordering::SeqCst);
             // The receiver is gone only once the supervisor has returned; nothing left to tell.
-            let _ = events.send(Event::ChildExited { name: task_name, status });
+            let _ = events.send(Event::ChildExited {
+                name: task_name,
+                status,
+            });
         });
         self.running.push(Running {
             name: name.to_string(),
@@ -116,16 +145,25 @@ impl Children {
 
     /// Pids of the children started so far (by component name).
     pub(crate) fn pids(&self) -> BTreeMap<String, u32> {
-        self.running.iter().map(|r| (r.name.clone(), r.pid.as_raw() as u32)).collect()
+        self.running
+            .iter()
+            .map(|r| (r.name.clone(), r.pid.as_raw() as u32))
+            .collect()
     }
 
     /// The log file of component `name`.
     pub(crate) fn log_of(&self, name: &str) -> PathBuf {
-        self.running.iter().find(|r| r.name == name).map(|r| r.log.clone()).unwrap_or_default()
+        self.running
+            .iter()
+            .find(|r| r.name == name)
+            .map(|r| r.log.clone())
+            .unwrap_or_default()
     }
 
     fn alive(&self) -> impl Iterator<Item = &Running> {
-        self.running.iter().filter(|r| !r.exited.load(Ordering::SeqCst))
+        self.running
+            .iter()
+            .filter(|r| !r.exited.load(Ordering::SeqCst))
     }
 
     fn signal_alive(&self, signal: Signal) {
@@ -139,13 +177,25 @@ impl Children {
     /// Stops every child: SIGTERM in reverse start order (so the apiserver goes before etcd), then SIGKILL to
     /// whatever is still alive after `grace`, and waits until all have been reaped. Other events arriving
     /// meanwhile are dropped: we are stopping anyway.
-    pub(crate) async fn stop_all(&mut self, events: &mut UnboundedReceiver<Event>, grace: Duration) {
-        for r in self.running.iter().rev().filter(|r| !r.exited.load(Ordering::SeqCst)) {
+    pub(crate) async fn stop_all(
+        &mut self,
+        events: &mut UnboundedReceiver<Event>,
+        grace: Duration,
+    ) {
+        for r in self
+            .running
+            .iter()
+            .rev()
+            .filter(|r| !r.exited.load(Ordering::SeqCst))
+        {
             let _ = kill(r.pid, Signal::SIGTERM);
         }
         if !self.wait_all(events, grace).await {
             let names: Vec<_> = self.alive().map(|r| r.name.clone()).collect();
-            tracing::warn!(?names, "still running after SIGTERM and {grace:?}: sending SIGKILL");
+            tracing::warn!(
+                ?names,
+                "still running after SIGTERM and {grace:?}: sending SIGKILL"
+            );
             self.signal_alive(Signal::SIGKILL);
             if !self.wait_all(events, Duration::from_secs(5)).await {
                 tracing::error!("children survived SIGKILL; giving up waiting");
@@ -158,7 +208,9 @@ impl Children {
         let deadline = tokio::time::Instant::now() + limit;
         while self.alive().next().is_some() {
             match tokio::time::timeout_at(deadline, events.recv()).await {
-                Ok(Some(Event::ChildExited { name, status })) => tracing::info!(name, status, "stopped"),
+                Ok(Some(Event::ChildExited { name, status })) => {
+                    tracing::info!(name, status, "stopped")
+                }
                 Ok(Some(_)) => {}
                 Ok(None) | Err(_) => return self.alive().next().is_none(),
             }

@@ -26,6 +26,7 @@ use nix::fcntl::{Flock, FlockArg};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 use tokio::sync::watch;
+use tracing::instrument::WithSubscriber;
 
 use crate::binaries::Binaries;
 use crate::kubeconfig::{KubeconfigSpec, client_from_file};
@@ -62,7 +63,10 @@ impl Agent {
         F: FnOnce(AgentContext) -> Fut + Send + 'static,
         Fut: Future<Output = Result<(), LabError>> + Send + 'static,
     {
-        Agent { name: name.into(), start: Box::new(move |ctx| Box::pin(start(ctx))) }
+        Agent {
+            name: name.into(),
+            start: Box::new(move |ctx| Box::pin(start(ctx))),
+        }
     }
 }
 
@@ -115,7 +119,10 @@ impl std::fmt::Debug for SupervisorOptions {
             .field("bin_dir", &self.bin_dir)
             .field("exit_on_stdin_eof", &self.exit_on_stdin_eof)
             .field("ready_timeout", &self.ready_timeout)
-            .field("agents", &self.agents.iter().map(|a| &a.name).collect::<Vec<_>>())
+            .field(
+                "agents",
+                &self.agents.iter().map(|a| &a.name).collect::<Vec<_>>(),
+            )
             .finish()
     }
 }
@@ -125,8 +132,12 @@ impl std::fmt::Debug for SupervisorOptions {
 /// not start or a component died.
 pub fn run(opts: SupervisorOptions) -> Result<(), LabError> {
     let started = (Instant::now(), SystemTime::now());
-    std::fs::create_dir_all(&opts.dir).map_err(|e| LabError::io("create directory", &opts.dir, e))?;
-    let root = opts.dir.canonicalize().map_err(|e| LabError::io("resolve", &opts.dir, e))?;
+    std::fs::create_dir_all(&opts.dir)
+        .map_err(|e| LabError::io("create directory", &opts.dir, e))?;
+    let root = opts
+        .dir
+        .canonicalize()
+        .map_err(|e| LabError::io("resolve", &opts.dir, e))?;
     let layout = LabLayout::new(root);
     for dir in [layout.logs_dir(), layout.etc_dir()] {
         std::fs::create_dir_all(&dir).map_err(|e| LabError::io("create directory", &dir, e))?;
@@ -137,8 +148,12 @@ pub fn run(opts: SupervisorOptions) -> Result<(), LabError> {
 
     // Bound before unsharing: this socket stays in the host namespace.
     let host = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0));
-    let listener = std::net::TcpListener::bind(host).map_err(|e| LabError::io("listen on", "127.0.0.1:0", e))?;
-    let host_port = listener.local_addr().map_err(|e| LabError::io("inspect", "the host listener", e))?.port();
+    let listener = std::net::TcpListener::bind(host)
+        .map_err(|e| LabError::io("listen on", "127.0.0.1:0", e))?;
+    let host_port = listener
+        .local_addr()
+        .map_err(|e| LabError::io("inspect", "the host listener", e))?
+        .port();
 
     let namespace = netns::enter()?;
     netns::configure()?;
@@ -151,7 +166,15 @@ pub fn run(opts: SupervisorOptions) -> Result<(), LabError> {
         .enable_all()
         .build()
         .map_err(|e| LabError::io("start the async runtime in", layout.root(), e))?;
-    let lab = Lab { layout: layout.clone(), binaries, pki, host_port, namespace, started, opts };
+    let lab = Lab {
+        layout: layout.clone(),
+        binaries,
+        pki,
+        host_port,
+        namespace,
+        started,
+        opts,
+    };
     let result = runtime.block_on(lab.supervise(listener));
     // Agents and forwarded connections are abandoned here; the stdin reader thread may be blocked in read(2).
     runtime.shutdown_timeout(Duration::from_secs(1));
@@ -195,7 +218,9 @@ impl Lab {
 
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let mut children = Children::new(events_tx.clone());
-        let outcome = self.start_and_wait(&mut children, &mut events, &events_tx, shutdown_rx).await;
+        let outcome = self
+            .start_and_wait(&mut children, &mut events, &events_tx, shutdown_rx)
+            .await;
         let _ = shutdown_tx.send(true);
         match &outcome {
             Err(Halt::Stop(reason)) => tracing::info!(reason, "stopping the lab"),
@@ -222,18 +247,49 @@ impl Lab {
         let b = self.binaries.clone();
 
         children.spawn("etcd", &b.etcd, &etcd_args(&l), &l.log("etcd"))?;
-        race(events, children, wait_for_tcp(inside(ETCD_CLIENT_PORT), timeout)).await?;
+        race(
+            events,
+            children,
+            wait_for_tcp(inside(ETCD_CLIENT_PORT), timeout),
+        )
+        .await?;
 
-        children.spawn("kube-apiserver", &b.kube_apiserver, &apiserver_args(&self.pki), &l.log("kube-apiserver"))?;
+        children.spawn(
+            "kube-apiserver",
+            &b.kube_apiserver,
+            &apiserver_args(&self.pki),
+            &l.log("kube-apiserver"),
+        )?;
         let inside_kubeconfig = l.inside_kubeconfig();
-        race(events, children, wait_for_readyz(&inside_kubeconfig, timeout)).await?;
+        race(
+            events,
+            children,
+            wait_for_readyz(&inside_kubeconfig, timeout),
+        )
+        .await?;
 
         let etc = l.etc_dir();
-        let cm_args = controller_manager_args(&etc.join("controller-manager.kubeconfig"), &self.pki);
-        children.spawn("kube-controller-manager", &b.kube_controller_manager, &cm_args, &l.log("kube-controller-manager"))?;
+        let cm_args =
+            controller_manager_args(&etc.join("controller-manager.kubeconfig"), &self.pki);
+        children.spawn(
+            "kube-controller-manager",
+            &b.kube_controller_manager,
+            &cm_args,
+            &l.log("kube-controller-manager"),
+        )?;
         let sched_args = scheduler_args(&etc.join("scheduler.kubeconfig"));
-        children.spawn("kube-scheduler", &b.kube_scheduler, &sched_args, &l.log("kube-scheduler"))?;
-        race(events, children, wait_for_controllers(&inside_kubeconfig, timeout)).await?;
+        children.spawn(
+            "kube-scheduler",
+            &b.kube_scheduler,
+            &sched_args,
+            &l.log("kube-scheduler"),
+        )?;
+        race(
+            events,
+            children,
+            wait_for_controllers(&inside_kubeconfig, timeout),
+        )
+        .await?;
 
         self.announce_ready(children)?;
 
@@ -251,13 +307,19 @@ impl Lab {
                     Ok(()) => tracing::info!(agent = name, "agent finished"),
                     Err(err) => {
                         let detail = err.to_string();
-                        let _ = events_tx.send(Event::AgentFailed(LabError::Agent { name, detail }));
+                        let _ =
+                            events_tx.send(Event::AgentFailed(LabError::Agent { name, detail }));
                     }
                 }
             });
         }
 
-        race(events, children, std::future::pending::<Result<(), LabError>>()).await
+        race(
+            events,
+            children,
+            std::future::pending::<Result<(), LabError>>(),
+        )
+        .await
     }
 
     /// Writes the host kubeconfig, the state file and the ready marker, then prints the ready line.
@@ -265,9 +327,20 @@ impl Lab {
         let l = &self.layout;
         let apiserver = format!("https://127.0.0.1:{}", self.host_port);
         let p = &self.pki;
-        KubeconfigSpec::write_from_files(&apiserver, ADMIN_USER, &p.ca_cert, &p.admin_cert, &p.admin_key, &l.kubeconfig())?;
+        KubeconfigSpec::write_from_files(
+            &apiserver,
+            ADMIN_USER,
+            &p.ca_cert,
+            &p.admin_cert,
+            &p.admin_key,
+            &l.kubeconfig(),
+        )?;
         let now = SystemTime::now();
-        let unix = |t: SystemTime| t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let unix = |t: SystemTime| {
+            t.duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0)
+        };
         let startup_ms = self.started.0.elapsed().as_millis() as u64;
         let state = LabState {
             pid: std::process::id(),
@@ -286,7 +359,11 @@ impl Lab {
         };
         state.write(&l.state_file())?;
         pki::write_file(&l.ready_file(), b"", 0o644)?;
-        let line = serde_json::to_string(&ReadyLine { ready: true, kubeconfig: l.kubeconfig(), apiserver })?;
+        let line = serde_json::to_string(&ReadyLine {
+            ready: true,
+            kubeconfig: l.kubeconfig(),
+            apiserver,
+        })?;
         let mut out = std::io::stdout().lock();
         if let Err(err) = writeln!(out, "{line}").and_then(|()| out.flush()) {
             // Nobody reads our stdout (detached lab): the ready file and state.json still say it.
@@ -324,7 +401,8 @@ fn watch_stop_requests(events: &UnboundedSender<Event>, stdin_eof: bool) -> Resu
         (SignalKind::interrupt(), "SIGINT"),
         (SignalKind::hangup(), "SIGHUP"),
     ] {
-        let mut stream = signal(kind).map_err(|e| LabError::io("install a handler for", name, e))?;
+        let mut stream =
+            signal(kind).map_err(|e| LabError::io("install a handler for", name, e))?;
         let events = events.clone();
         tokio::spawn(async move {
             while stream.recv().await.is_some() {
@@ -349,7 +427,9 @@ fn watch_stop_requests(events: &UnboundedSender<Event>, stdin_eof: bool) -> Resu
                         Err(_) => break,
                     }
                 }
-                let _ = events.send(Event::Stop("stdin reached EOF (the parent process is gone)".into()));
+                let _ = events.send(Event::Stop(
+                    "stdin reached EOF (the parent process is gone)".into(),
+                ));
             })
             .map_err(|e| LabError::io("start the stdin watcher for", "stdin", e))?;
     }
@@ -380,13 +460,24 @@ async fn wait_for_tcp(addr: SocketAddr, limit: Duration) -> Result<(), LabError>
 /// Polls `/readyz` with the admin identity until it answers 200.
 async fn wait_for_readyz(kubeconfig: &Path, limit: Duration) -> Result<(), LabError> {
     let client = client_from_file(kubeconfig).await?;
-    poll("kube-apiserver /readyz", limit, Duration::from_millis(100), || {
-        let client = client.clone();
-        async move {
-            let request = http::Request::get("/readyz").body(Vec::new()).map_err(|e| e.to_string())?;
-            client.request_text(request).await.map(|_| ()).map_err(|e| e.to_string())
-        }
-    })
+    poll(
+        "kube-apiserver /readyz",
+        limit,
+        Duration::from_millis(100),
+        || {
+            let client = client.clone();
+            async move {
+                let request = http::Request::get("/readyz")
+                    .body(Vec::new())
+                    .map_err(|e| e.to_string())?;
+                client
+                    .request_text(request)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            }
+        },
+    )
     .await
 }
 
@@ -397,34 +488,55 @@ async fn wait_for_controllers(kubeconfig: &Path, limit: Duration) -> Result<(), 
     use k8s_openapi::api::core::v1::ServiceAccount;
     let client = client_from_file(kubeconfig).await?;
     let accounts: kube::Api<ServiceAccount> = kube::Api::namespaced(client, "default");
-    poll("kube-controller-manager (default/default ServiceAccount token)", limit, Duration::from_millis(100), || {
-        let accounts = accounts.clone();
-        async move {
-            match accounts.get_opt("default").await.map_err(|e| e.to_string())? {
-                Some(sa) if sa.secrets.as_ref().is_some_and(|s| !s.is_empty()) => Ok(()),
-                Some(_) => Err("the default ServiceAccount has no token yet".to_string()),
-                None => Err("the default ServiceAccount does not exist yet".to_string()),
+    poll(
+        "kube-controller-manager (default/default ServiceAccount token)",
+        limit,
+        Duration::from_millis(100),
+        || {
+            let accounts = accounts.clone();
+            async move {
+                match accounts
+                    .get_opt("default")
+                    .await
+                    .map_err(|e| e.to_string())?
+                {
+                    Some(sa) if sa.secrets.as_ref().is_some_and(|s| !s.is_empty()) => Ok(()),
+                    Some(_) => Err("the default ServiceAccount has no token yet".to_string()),
+                    None => Err("the default ServiceAccount does not exist yet".to_string()),
+                }
             }
-        }
-    })
+        },
+    )
     .await
 }
 
 /// Retries `attempt` (which says why it is not ready yet) every `every` until it succeeds or `limit` has passed (each attempt gets at most 5 s).
-async fn poll<F, Fut>(what: &str, limit: Duration, every: Duration, mut attempt: F) -> Result<(), LabError>
+async fn poll<F, Fut>(
+    what: &str,
+    limit: Duration,
+    every: Duration,
+    mut attempt: F,
+) -> Result<(), LabError>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<(), String>>,
 {
     let start = Instant::now();
     loop {
-        let last = match tokio::time::timeout(Duration::from_secs(5), attempt()).await {
+        // kube's client logs every failed request at ERROR level; while waiting for start-up, failures are
+        // expected, so attempts run without a subscriber and only the last failure is reported.
+        let quiet = attempt().with_subscriber(tracing::subscriber::NoSubscriber::default());
+        let last = match tokio::time::timeout(Duration::from_secs(5), quiet).await {
             Ok(Ok(())) => return Ok(()),
             Ok(Err(err)) => err,
             Err(_) => "attempt timed out after 5 s".to_string(),
         };
         if start.elapsed() >= limit {
-            return Err(LabError::NotReady { what: what.to_string(), waited_secs: limit.as_secs(), detail: last });
+            return Err(LabError::NotReady {
+                what: what.to_string(),
+                waited_secs: limit.as_secs(),
+                detail: last,
+            });
         }
         tokio::time::sleep(every).await;
     }
@@ -464,16 +576,26 @@ fn apiserver_args(p: &PkiFiles) -> Vec<String> {
         "--enable-aggregator-routing=true".into(),
         "--allow-privileged=true".into(),
         // Only used if a certificate were missing; keeps the apiserver out of /var/run/kubernetes.
-        format!("--cert-dir={}", p.ca_cert.parent().unwrap_or(Path::new(".")).display()),
+        format!(
+            "--cert-dir={}",
+            p.ca_cert.parent().unwrap_or(Path::new(".")).display()
+        ),
     ]
 }
 
 fn controller_manager_args(kubeconfig: &Path, p: &PkiFiles) -> Vec<String> {
     vec![
         format!("--kubeconfig={}", kubeconfig.display()),
-        format!("--service-account-private-key-file={}", p.service_account_key.display()),
+        format!(
+            "--service-account-private-key-file={}",
+            p.service_account_key.display()
+        ),
         format!("--root-ca-file={}", p.ca_cert.display()),
         "--use-service-account-credentials=true".into(),
+        // The default client-side limit (20 qps) throttles start-up: with per-controller service-account
+        // credentials every controller first creates its account and waits for its token.
+        "--kube-api-qps=200".into(),
+        "--kube-api-burst=400".into(),
         "--leader-elect=false".into(),
         "--port=0".into(),
         "--secure-port=0".into(),
@@ -502,8 +624,18 @@ fn write_component_kubeconfigs(l: &LabLayout, p: &PkiFiles) -> Result<(), LabErr
         &p.controller_manager_key,
         &etc.join("controller-manager.kubeconfig"),
     )?;
-    write("system:kube-scheduler", &p.scheduler_cert, &p.scheduler_key, &etc.join("scheduler.kubeconfig"))?;
-    write(ADMIN_USER, &p.admin_cert, &p.admin_key, &l.inside_kubeconfig())
+    write(
+        "system:kube-scheduler",
+        &p.scheduler_cert,
+        &p.scheduler_key,
+        &etc.join("scheduler.kubeconfig"),
+    )?;
+    write(
+        ADMIN_USER,
+        &p.admin_cert,
+        &p.admin_key,
+        &l.inside_kubeconfig(),
+    )
 }
 
 /// Takes an exclusive, non-blocking flock on `<dir>/supervisor.lock` for the supervisor's lifetime. The
@@ -518,8 +650,13 @@ fn lock_dir(l: &LabLayout) -> Result<Flock<std::fs::File>, LabError> {
         .map_err(|e| LabError::io("open", &path, e))?;
     match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
         Ok(lock) => Ok(lock),
-        Err((_, nix::errno::Errno::EWOULDBLOCK)) => Err(LabError::DirLocked { dir: l.root().to_path_buf() }),
-        Err((_, source)) => Err(LabError::Sys { action: "flock(supervisor.lock)", source }),
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) => Err(LabError::DirLocked {
+            dir: l.root().to_path_buf(),
+        }),
+        Err((_, source)) => Err(LabError::Sys {
+            action: "flock(supervisor.lock)",
+            source,
+        }),
     }
 }
 

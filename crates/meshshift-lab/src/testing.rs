@@ -31,8 +31,18 @@ const DIR_PREFIX: &str = "meshshift-lab-";
 pub const KEEP_ENV: &str = "MESHSHIFT_LAB_KEEP";
 /// Set to a directory to create lab directories there instead of the system temp dir.
 pub const TMPDIR_ENV: &str = "MESHSHIFT_LAB_TMPDIR";
-/// Component logs whose tails are quoted when start-up fails.
-const LOGS: [&str; 5] = ["supervisor", "etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"];
+/// Component logs whose tails are quoted when start-up fails (etcd last: its JSON lines are long and it is
+/// rarely the culprit).
+const LOGS: [&str; 5] = [
+    "supervisor",
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "etcd",
+];
+/// Lines quoted per log, and characters per line.
+const TAIL_LINES: usize = 20;
+const TAIL_WIDTH: usize = 400;
 
 /// A running lab control plane owned by a test. Dropping it stops the control plane and deletes its
 /// directory.
@@ -53,31 +63,47 @@ impl TestCluster {
     /// --exit-on-stdin-eof` and waiting (at most 60 s) for its ready line. The Kubernetes binaries are found
     /// with [`find_k8s_bin_dir`] (`MESHSHIFT_K8S_BIN`, else the install script's record).
     pub fn start(supervisor_exe: &Path) -> Result<TestCluster, LabError> {
+        Self::start_with_bin_dir(supervisor_exe, &find_k8s_bin_dir()?)
+    }
+
+    /// [`TestCluster::start`] with an explicit directory of Kubernetes binaries (passed as `--bin-dir`).
+    pub fn start_with_bin_dir(
+        supervisor_exe: &Path,
+        bin_dir: &Path,
+    ) -> Result<TestCluster, LabError> {
         let began = Instant::now();
-        let bin_dir = find_k8s_bin_dir()?;
-        Binaries::locate(Some(&bin_dir))?; // fail here, with the install hint, rather than in the supervisor
-        let parent = std::env::var_os(TMPDIR_ENV).filter(|v| !v.is_empty()).map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
+        Binaries::locate(Some(bin_dir))?; // fail here, with the install hint, rather than in the supervisor
+        let parent = std::env::var_os(TMPDIR_ENV)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+            .unwrap_or_else(std::env::temp_dir);
         sweep_stale_dirs(&parent);
         let dir = tempfile::Builder::new()
             .prefix(DIR_PREFIX)
             .tempdir_in(&parent)
             .map_err(|e| LabError::io("create a temporary directory in", &parent, e))?;
         let layout = LabLayout::new(dir.path());
-        std::fs::create_dir_all(layout.logs_dir()).map_err(|e| LabError::io("create directory", layout.logs_dir(), e))?;
+        std::fs::create_dir_all(layout.logs_dir())
+            .map_err(|e| LabError::io("create directory", layout.logs_dir(), e))?;
         let supervisor_log = layout.log("supervisor");
-        let stderr = std::fs::File::create(&supervisor_log).map_err(|e| LabError::io("create", &supervisor_log, e))?;
+        let stderr = std::fs::File::create(&supervisor_log)
+            .map_err(|e| LabError::io("create", &supervisor_log, e))?;
 
         let mut supervisor = Command::new(supervisor_exe)
             .args(["lab", "supervise", "--dir"])
             .arg(dir.path())
             .arg("--bin-dir")
-            .arg(&bin_dir)
+            .arg(bin_dir)
             .arg("--exit-on-stdin-eof")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(stderr))
             .spawn()
-            .map_err(|source| LabError::Spawn { name: "lab supervisor".into(), path: supervisor_exe.to_path_buf(), source })?;
+            .map_err(|source| LabError::Spawn {
+                name: "lab supervisor".into(),
+                path: supervisor_exe.to_path_buf(),
+                source,
+            })?;
         let stdin = supervisor.stdin.take();
         let ready = supervisor.stdout.take().map(read_ready_line);
 
@@ -88,7 +114,9 @@ impl TestCluster {
                 Err(mpsc::RecvTimeoutError::Timeout) => {
                     Err(format!("no ready line after {} s", READY_TIMEOUT.as_secs()))
                 }
-                Err(mpsc::RecvTimeoutError::Disconnected) => Err("the stdout reader stopped".into()),
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    Err("the stdout reader stopped".into())
+                }
             },
             None => Err("the supervisor's stdout was not captured".into()),
         };
@@ -98,7 +126,11 @@ impl TestCluster {
             dir: Some(dir),
             layout,
             kubeconfig: kube::config::Kubeconfig::default(),
-            ready: ReadyLine { ready: false, kubeconfig: PathBuf::new(), apiserver: String::new() },
+            ready: ReadyLine {
+                ready: false,
+                kubeconfig: PathBuf::new(),
+                apiserver: String::new(),
+            },
             state: LabState {
                 pid: 0,
                 host_port: 0,
@@ -119,8 +151,10 @@ impl TestCluster {
         };
         cluster.startup = began.elapsed();
         let loaded = LabState::read(&cluster.layout.state_file()).and_then(|state| {
-            let kubeconfig = kube::config::Kubeconfig::read_from(&ready.kubeconfig)
-                .map_err(|e| LabError::Kubeconfig(format!("reading {}: {e}", ready.kubeconfig.display())))?;
+            let kubeconfig =
+                kube::config::Kubeconfig::read_from(&ready.kubeconfig).map_err(|e| {
+                    LabError::Kubeconfig(format!("reading {}: {e}", ready.kubeconfig.display()))
+                })?;
             Ok((state, kubeconfig))
         });
         match loaded {
@@ -204,7 +238,10 @@ impl TestCluster {
             None => {
                 let _ = kill(pid, Signal::SIGKILL);
                 let _ = self.supervisor.wait();
-                problem = Some(format!("the supervisor did not stop within {} s and was killed", STOP_TIMEOUT.as_secs()));
+                problem = Some(format!(
+                    "the supervisor did not stop within {} s and was killed",
+                    STOP_TIMEOUT.as_secs()
+                ));
             }
         }
         // Normally the supervisor reaped its components before exiting; after a SIGKILL their
@@ -213,11 +250,22 @@ impl TestCluster {
         while self.state.children.values().any(|&p| process_alive(p)) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(50));
         }
-        let survivors: Vec<_> = self.state.children.iter().filter(|(_, p)| process_alive(**p)).collect();
+        let survivors: Vec<_> = self
+            .state
+            .children
+            .iter()
+            .filter(|(_, p)| process_alive(**p))
+            .collect();
         if !survivors.is_empty() {
-            problem = Some(format!("components still running after the supervisor stopped: {survivors:?}"));
+            problem = Some(format!(
+                "components still running after the supervisor stopped: {survivors:?}"
+            ));
         }
-        let logs = if problem.is_some() { log_tails(&self.layout) } else { String::new() };
+        let logs = if problem.is_some() {
+            log_tails(&self.layout)
+        } else {
+            String::new()
+        };
         self.remove_dir();
         match problem {
             None => Ok(()),
@@ -274,7 +322,10 @@ impl Drop for TestCluster {
 pub fn process_alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         // The state follows the parenthesised command name, which may itself contain spaces or parens.
-        Ok(stat) => stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next()).is_some_and(|s| s != "Z" && s != "X"),
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|s| s != "Z" && s != "X"),
         Err(_) => false,
     }
 }
@@ -299,7 +350,9 @@ fn read_ready_line(stdout: std::process::ChildStdout) -> mpsc::Receiver<Result<R
                 }
             }
         }
-        let _ = tx.send(Err("the supervisor exited (closed stdout) without becoming ready".into()));
+        let _ = tx.send(Err(
+            "the supervisor exited (closed stdout) without becoming ready".into(),
+        ));
     });
     rx
 }
@@ -320,10 +373,20 @@ fn log_tails(layout: &LabLayout) -> String {
     let mut out = String::new();
     for name in LOGS {
         let path = layout.log(name);
-        let Ok(text) = std::fs::read_to_string(&path) else { continue };
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            continue;
+        };
         let lines: Vec<&str> = text.lines().collect();
-        let tail = &lines[lines.len().saturating_sub(25)..];
-        out.push_str(&format!("\n--- last {} lines of {} ---\n{}", tail.len(), path.display(), tail.join("\n")));
+        let tail = &lines[lines.len().saturating_sub(TAIL_LINES)..];
+        out.push_str(&format!(
+            "\n--- last {} lines of {} ---",
+            tail.len(),
+            path.display()
+        ));
+        for line in tail {
+            out.push('\n');
+            out.extend(line.chars().take(TAIL_WIDTH));
+        }
     }
     out
 }
@@ -333,10 +396,15 @@ fn log_tails(layout: &LabLayout) -> String {
 /// A directory is stale when it is older than ten minutes, has no `keep` marker, and no supervisor holds
 /// its lock. Best effort: errors are ignored.
 fn sweep_stale_dirs(parent: &Path) {
-    let Ok(entries) = std::fs::read_dir(parent) else { return };
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
     for entry in entries.flatten() {
         let path = entry.path();
-        let is_lab = entry.file_name().to_str().is_some_and(|n| n.starts_with(DIR_PREFIX));
+        let is_lab = entry
+            .file_name()
+            .to_str()
+            .is_some_and(|n| n.starts_with(DIR_PREFIX));
         if !is_lab || !path.is_dir() || path.join("keep").exists() {
             continue;
         }
@@ -353,6 +421,22 @@ fn sweep_stale_dirs(parent: &Path) {
 }
 
 fn lock_held(lock: &Path) -> bool {
-    let Ok(file) = std::fs::OpenOptions::new().write(true).open(lock) else { return false };
+    let Ok(file) = std::fs::OpenOptions::new().write(true).open(lock) else {
+        return false;
+    };
     nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).is_err()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn process_alive_sees_live_and_reaped_processes() {
+        assert!(process_alive(std::process::id()));
+        let mut child = Command::new("true").spawn().expect("spawn true");
+        let pid = child.id();
+        child.wait().expect("wait");
+        assert!(!process_alive(pid));
+    }
 }

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use super::controlplane::{DefaultRevision, Istiod, TagStatus, default_validator};
-use super::gateways::GatewayStatus;
+use super::gateways::{GatewayServiceStatus, GatewayStatus};
 use super::namespaces::{InjectionMode, NamespaceStatus};
 use super::workloads::pod_workload;
 use crate::finding::{Finding, FindingCode as Code, Severity};
@@ -19,9 +19,12 @@ pub(super) struct Inputs<'a> {
     pub default_revision: &'a DefaultRevision,
     pub namespaces: &'a [NamespaceStatus],
     pub gateways: &'a [GatewayStatus],
+    pub gateway_services: &'a [GatewayServiceStatus],
 }
 
-/// All findings, worst first, then by code and subject.
+/// All findings, worst first, then by code and subject; ties (same code and subject, e.g. one resource
+/// unreadable for two reasons) are broken on the rest of the finding, so the order never depends on the
+/// order of the input lists and `dedup` removes every duplicate.
 pub(super) fn findings(i: &Inputs<'_>) -> Vec<Finding> {
     let mut out = Vec::new();
     read_gaps(i, &mut out);
@@ -30,7 +33,13 @@ pub(super) fn findings(i: &Inputs<'_>) -> Vec<Finding> {
     namespaces(i, &mut out);
     pods(i, &mut out);
     gateways(i, &mut out);
-    out.sort_by(|a, b| b.severity.cmp(&a.severity).then_with(|| (a.code, &a.subject).cmp(&(b.code, &b.subject))));
+    gateway_services(i, &mut out);
+    out.sort_by(|a, b| {
+        b.severity
+            .cmp(&a.severity)
+            .then_with(|| (a.code, &a.subject).cmp(&(b.code, &b.subject)))
+            .then_with(|| a.cmp(b))
+    });
     out.dedup();
     out
 }
@@ -295,6 +304,26 @@ fn gateways(i: &Inputs<'_>, out: &mut Vec<Finding>) {
                 format!("gateway is not deployed by injection and reads mesh ConfigMap {}/{cm}, which does not exist: its pods cannot start", g.namespace)
             },
             "deploy gateways by injection (pod annotation inject.istio.io/templates: gateway) so they take config from istiod",
+        ));
+    }
+}
+
+fn gateway_services(i: &Inputs<'_>, out: &mut Vec<Finding>) {
+    for s in i.gateway_services {
+        let revisions: std::collections::BTreeSet<&str> = s.selects.iter().map(|g| g.revision.as_str()).collect();
+        if revisions.len() < 2 {
+            continue;
+        }
+        let revisions: Vec<&str> = revisions.into_iter().collect();
+        out.push(Finding::new(
+            Code::ServiceSelectsMultipleRevisions,
+            if s.service_type == "LoadBalancer" { Severity::Warning } else { Severity::Info },
+            format!("Service/{}/{}", s.namespace, s.name),
+            format!(
+                "selects gateways of revisions {}: traffic is split between them (intended only while widening during a switch)",
+                revisions.join(" and ")
+            ),
+            "add a label that tells the revisions apart (e.g. version=<revision>) to each gateway and to the selector",
         ));
     }
 }

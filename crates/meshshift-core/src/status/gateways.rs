@@ -89,7 +89,13 @@ pub fn gateways(snapshot: &ClusterSnapshot) -> Vec<GatewayStatus> {
             let pods: Vec<_> = snapshot
                 .pods
                 .iter()
-                .filter(|p| p.namespace == w.namespace && pod_workload(snapshot, p).1 == w.name)
+                // Names are unique per kind only: a StatefulSet may share the gateway Deployment's name.
+                .filter(|p| {
+                    p.namespace == w.namespace && {
+                        let (kind, name) = pod_workload(snapshot, p);
+                        kind == w.kind.as_str() && name == w.name
+                    }
+                })
                 .filter_map(|p| detect_proxy(&p.spec))
                 .collect();
             let image_version = w

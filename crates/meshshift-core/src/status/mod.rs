@@ -77,7 +77,13 @@ pub fn analyze(snapshot: &ClusterSnapshot) -> StatusReport {
     let namespaces = namespaces::namespaces(&snapshot.namespaces, &hooks, &revision_names, &tags);
     let workloads = workloads::workloads(snapshot);
     let proxies = workloads::proxy_counts(&workloads);
-    let gateways = gateways::gateways(snapshot);
+    let mut gateways = gateways::gateways(snapshot);
+    // A gateway labelled with a tag (`istio.io/rev: prod`) belongs to the revision the tag points at.
+    for g in &mut gateways {
+        if let Some(t) = tags.iter().find(|t| t.tag == g.revision) {
+            g.revision = t.revision.clone();
+        }
+    }
     let gateway_services = gateways::gateway_services(snapshot, &gateways);
 
     let revisions = istiods
@@ -109,6 +115,7 @@ pub fn analyze(snapshot: &ClusterSnapshot) -> StatusReport {
         default_revision: &default_revision,
         namespaces: &namespaces,
         gateways: &gateways,
+        gateway_services: &gateway_services,
     });
 
     StatusReport {

@@ -1,0 +1,84 @@
+//! Shared support for meshshift's integration tests: a real control plane, the real Istio manifests of
+//! `../shared/fixtures`, and a stand-in for the kubelet that marks pods running and ready.
+#![allow(dead_code)]
+
+pub mod kubelet;
+pub mod mesh;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use meshshift_lab::testing::TestCluster;
+use serde_json::Value;
+
+/// The shared fixtures directory (`../shared/fixtures` from the repository root; CI has it too).
+pub fn fixtures_dir() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../..");
+    let dir = std::env::var_os("MESHSHIFT_FIXTURES").map(PathBuf::from).unwrap_or_else(|| root.join("shared/fixtures"));
+    assert!(dir.join("README.md").exists(), "shared fixtures not found at {} (set MESHSHIFT_FIXTURES)", dir.display());
+    dir
+}
+
+/// Reads a fixture file as JSON documents.
+pub fn fixture_docs(rel: &str) -> Vec<Value> {
+    let path = fixtures_dir().join(rel);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    meshshift_kube::manifest::parse_documents(&text).unwrap_or_else(|e| panic!("parsing {}: {e}", path.display()))
+}
+
+/// Starts an isolated control plane, run by this build's `meshshift lab supervise`.
+pub fn start_cluster() -> TestCluster {
+    TestCluster::start(Path::new(env!("CARGO_BIN_EXE_meshshift"))).unwrap_or_else(|e| panic!("control plane did not start: {e}"))
+}
+
+/// The result of running the meshshift binary.
+pub struct Run {
+    /// Exit code.
+    pub code: i32,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+}
+
+/// Runs the real `meshshift` binary with `args`.
+pub fn meshshift(args: &[&str]) -> Run {
+    let out = Command::new(env!("CARGO_BIN_EXE_meshshift")).args(args).env_remove("KUBECONFIG").output().expect("run meshshift");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Compares `actual` with the expected JSON file under `tests/expected/`. With `MESHSHIFT_BLESS=1` the
+/// file is rewritten instead (review the diff before committing it).
+pub fn assert_expected(name: &str, actual: &Value) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/expected").join(name);
+    let pretty = serde_json::to_string_pretty(actual).expect("json") + "\n";
+    if std::env::var_os("MESHSHIFT_BLESS").is_some() {
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        std::fs::write(&path, &pretty).expect("write expected");
+        return;
+    }
+    let expected = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    let expected: Value = serde_json::from_str(&expected).expect("expected json");
+    if &expected != actual {
+        let actual_path = path.with_extension("actual.json");
+        let _ = std::fs::write(&actual_path, &pretty);
+        panic!("{} differs from the actual output, written to {}", path.display(), actual_path.display());
+    }
+}
+
+/// Replaces the random suffixes of controller-made pod names by their index, so reports compare exactly.
+pub fn normalise_pod_names(report: &mut Value) {
+    for w in report["workloads"].as_array_mut().into_iter().flatten() {
+        if w["kind"] == "Pod" {
+            continue;
+        }
+        let name = w["name"].as_str().unwrap_or_default().to_owned();
+        for (i, p) in w["pods"].as_array_mut().into_iter().flatten().enumerate() {
+            p["name"] = Value::String(format!("{name}-{i}"));
+        }
+    }
+}
