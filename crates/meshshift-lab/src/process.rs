@@ -174,45 +174,62 @@ impl Children {
         }
     }
 
-    /// Stops every child: SIGTERM in reverse start order (so the apiserver goes before etcd), then SIGKILL to
-    /// whatever is still alive after `grace`, and waits until all have been reaped. Other events arriving
-    /// meanwhile are dropped: we are stopping anyway.
+    /// Stops every child in reverse start order, each after the previous one has exited: the apiserver
+    /// must go before etcd (an apiserver whose etcd vanished can hang in its shutdown). All of this shares
+    /// one `grace` period; whatever still runs after it gets SIGKILL. Waits until all have been reaped.
+    /// Other events arriving meanwhile are dropped: we are stopping anyway.
     pub(crate) async fn stop_all(
         &mut self,
         events: &mut UnboundedReceiver<Event>,
         grace: Duration,
     ) {
-        for r in self
-            .running
-            .iter()
-            .rev()
-            .filter(|r| !r.exited.load(Ordering::SeqCst))
-        {
+        let deadline = tokio::time::Instant::now() + grace;
+        for index in (0..self.running.len()).rev() {
+            let r = &self.running[index];
+            if r.exited.load(Ordering::SeqCst) {
+                continue;
+            }
             let _ = kill(r.pid, Signal::SIGTERM);
+            if !self
+                .wait_until(events, deadline, |c| {
+                    c.running[index].exited.load(Ordering::SeqCst)
+                })
+                .await
+            {
+                break;
+            }
         }
-        if !self.wait_all(events, grace).await {
+        if self.alive().next().is_some() {
             let names: Vec<_> = self.alive().map(|r| r.name.clone()).collect();
             tracing::warn!(
                 ?names,
                 "still running after SIGTERM and {grace:?}: sending SIGKILL"
             );
             self.signal_alive(Signal::SIGKILL);
-            if !self.wait_all(events, Duration::from_secs(5)).await {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+            if !self
+                .wait_until(events, deadline, |c| c.alive().next().is_none())
+                .await
+            {
                 tracing::error!("children survived SIGKILL; giving up waiting");
             }
         }
     }
 
-    /// Waits until every child has exited, at most `limit`; true if they all did.
-    async fn wait_all(&self, events: &mut UnboundedReceiver<Event>, limit: Duration) -> bool {
-        let deadline = tokio::time::Instant::now() + limit;
-        while self.alive().next().is_some() {
+    /// Handles exit events until `done` holds or `deadline` passes; returns whether `done` holds.
+    async fn wait_until(
+        &self,
+        events: &mut UnboundedReceiver<Event>,
+        deadline: tokio::time::Instant,
+        done: impl Fn(&Self) -> bool,
+    ) -> bool {
+        while !done(self) {
             match tokio::time::timeout_at(deadline, events.recv()).await {
                 Ok(Some(Event::ChildExited { name, status })) => {
                     tracing::info!(name, status, "stopped")
                 }
                 Ok(Some(_)) => {}
-                Ok(None) | Err(_) => return self.alive().next().is_none(),
+                Ok(None) | Err(_) => return done(self),
             }
         }
         true
