@@ -22,9 +22,11 @@ pub mod state;
 pub mod supervisor;
 pub mod testing;
 
+mod components;
 mod forward;
 pub mod netns;
 mod process;
+mod readiness;
 
 pub use error::LabError;
 pub use layout::LabLayout;

@@ -41,7 +41,7 @@ pub enum NamespaceKind {
 /// Moves the calling process into a new network namespace. Must be called while the process has exactly
 /// one thread: `unshare(CLONE_NEWUSER)` refuses otherwise, and with `CLONE_NEWNET` alone any other thread
 /// would stay behind in the host namespace.
-pub fn enter() -> Result<NamespaceKind, LabError> {
+pub(crate) fn enter() -> Result<NamespaceKind, LabError> {
     let threads = thread_count();
     if threads > 1 {
         return Err(LabError::NotSingleThreaded { threads });
@@ -78,7 +78,7 @@ fn enter_user_namespace() -> Result<(), String> {
 
 /// Brings up loopback and makes the pod and service ranges local. Runs the `ip` binary, which inherits our
 /// namespace.
-pub fn configure() -> Result<(), LabError> {
+pub(crate) fn configure() -> Result<(), LabError> {
     let ip = ["/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip", "/bin/ip"]
         .iter()
         .map(std::path::PathBuf::from)

@@ -26,13 +26,16 @@ use nix::fcntl::{Flock, FlockArg};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 use tokio::sync::watch;
-use tracing::instrument::WithSubscriber;
 
 use crate::binaries::Binaries;
-use crate::kubeconfig::{KubeconfigSpec, client_from_file};
-use crate::netns::{self, APISERVER_PORT, ETCD_CLIENT_PORT, ETCD_PEER_PORT, NamespaceKind};
+use crate::components::{
+    apiserver_args, controller_manager_args, etcd_args, scheduler_args, write_component_kubeconfigs,
+};
+use crate::kubeconfig::KubeconfigSpec;
+use crate::netns::{self, APISERVER_PORT, ETCD_CLIENT_PORT, NamespaceKind};
 use crate::pki::{self, ADMIN_USER, PkiFiles};
 use crate::process::{Children, Event};
+use crate::readiness::{inside, wait_for_controllers, wait_for_readyz, wait_for_tcp};
 use crate::state::{LabState, ReadyLine};
 use crate::{LabError, LabLayout};
 
@@ -434,208 +437,6 @@ fn watch_stop_requests(events: &UnboundedSender<Event>, stdin_eof: bool) -> Resu
             .map_err(|e| LabError::io("start the stdin watcher for", "stdin", e))?;
     }
     Ok(())
-}
-
-fn inside(port: u16) -> SocketAddr {
-    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, port))
-}
-
-async fn wait_for_tcp(addr: SocketAddr, limit: Duration) -> Result<(), LabError> {
-    let start = Instant::now();
-    loop {
-        match tokio::net::TcpStream::connect(addr).await {
-            Ok(_) => return Ok(()),
-            Err(err) if start.elapsed() >= limit => {
-                return Err(LabError::NotReady {
-                    what: format!("etcd ({addr})"),
-                    waited_secs: limit.as_secs(),
-                    detail: err.to_string(),
-                });
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-        }
-    }
-}
-
-/// Polls `/readyz` with the admin identity until it answers 200.
-async fn wait_for_readyz(kubeconfig: &Path, limit: Duration) -> Result<(), LabError> {
-    let client = client_from_file(kubeconfig).await?;
-    poll(
-        "kube-apiserver /readyz",
-        limit,
-        Duration::from_millis(100),
-        || {
-            let client = client.clone();
-            async move {
-                let request = http::Request::get("/readyz")
-                    .body(Vec::new())
-                    .map_err(|e| e.to_string())?;
-                client
-                    .request_text(request)
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| e.to_string())
-            }
-        },
-    )
-    .await
-}
-
-/// Waits until the controller-manager has run its controllers once: the service-account controllers made
-/// `default/default` and its token. Without this a test's first namespace could be created before the
-/// controllers run, and its pods would fail admission ("no API token") and back off.
-async fn wait_for_controllers(kubeconfig: &Path, limit: Duration) -> Result<(), LabError> {
-    use k8s_openapi::api::core::v1::ServiceAccount;
-    let client = client_from_file(kubeconfig).await?;
-    let accounts: kube::Api<ServiceAccount> = kube::Api::namespaced(client, "default");
-    poll(
-        "kube-controller-manager (default/default ServiceAccount token)",
-        limit,
-        Duration::from_millis(100),
-        || {
-            let accounts = accounts.clone();
-            async move {
-                match accounts
-                    .get_opt("default")
-                    .await
-                    .map_err(|e| e.to_string())?
-                {
-                    Some(sa) if sa.secrets.as_ref().is_some_and(|s| !s.is_empty()) => Ok(()),
-                    Some(_) => Err("the default ServiceAccount has no token yet".to_string()),
-                    None => Err("the default ServiceAccount does not exist yet".to_string()),
-                }
-            }
-        },
-    )
-    .await
-}
-
-/// Retries `attempt` (which says why it is not ready yet) every `every` until it succeeds or `limit` has passed (each attempt gets at most 5 s).
-async fn poll<F, Fut>(
-    what: &str,
-    limit: Duration,
-    every: Duration,
-    mut attempt: F,
-) -> Result<(), LabError>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<(), String>>,
-{
-    let start = Instant::now();
-    loop {
-        // kube's client logs every failed request at ERROR level; while waiting for start-up, failures are
-        // expected, so attempts run without a subscriber and only the last failure is reported.
-        let quiet = attempt().with_subscriber(tracing::subscriber::NoSubscriber::default());
-        let last = match tokio::time::timeout(Duration::from_secs(5), quiet).await {
-            Ok(Ok(())) => return Ok(()),
-            Ok(Err(err)) => err,
-            Err(_) => "attempt timed out after 5 s".to_string(),
-        };
-        if start.elapsed() >= limit {
-            return Err(LabError::NotReady {
-                what: what.to_string(),
-                waited_secs: limit.as_secs(),
-                detail: last,
-            });
-        }
-        tokio::time::sleep(every).await;
-    }
-}
-
-fn etcd_args(l: &LabLayout) -> Vec<String> {
-    let client = format!("http://127.0.0.1:{ETCD_CLIENT_PORT}");
-    let peer = format!("http://127.0.0.1:{ETCD_PEER_PORT}");
-    vec![
-        "--name=meshshift-lab".into(),
-        format!("--data-dir={}", l.etcd_data_dir().display()),
-        format!("--listen-client-urls={client}"),
-        format!("--advertise-client-urls={client}"),
-        format!("--listen-peer-urls={peer}"),
-        format!("--initial-advertise-peer-urls={peer}"),
-        format!("--initial-cluster=meshshift-lab={peer}"),
-        "--logger=zap".into(),
-    ]
-}
-
-fn apiserver_args(p: &PkiFiles) -> Vec<String> {
-    let path = |flag: &str, file: &Path| format!("--{flag}={}", file.display());
-    vec![
-        format!("--etcd-servers=http://127.0.0.1:{ETCD_CLIENT_PORT}"),
-        format!("--advertise-address={}", netns::ADVERTISE_ADDRESS),
-        "--bind-address=0.0.0.0".into(),
-        format!("--secure-port={APISERVER_PORT}"),
-        "--insecure-port=0".into(),
-        format!("--service-cluster-ip-range={}", netns::SERVICE_CIDR),
-        path("client-ca-file", &p.ca_cert),
-        path("tls-cert-file", &p.apiserver_cert),
-        path("tls-private-key-file", &p.apiserver_key),
-        path("service-account-key-file", &p.service_account_pub),
-        path("service-account-signing-key-file", &p.service_account_key),
-        "--service-account-issuer=https://kubernetes.default.svc".into(),
-        "--authorization-mode=Node,RBAC".into(),
-        "--enable-aggregator-routing=true".into(),
-        "--allow-privileged=true".into(),
-        // Only used if a certificate were missing; keeps the apiserver out of /var/run/kubernetes.
-        format!(
-            "--cert-dir={}",
-            p.ca_cert.parent().unwrap_or(Path::new(".")).display()
-        ),
-    ]
-}
-
-fn controller_manager_args(kubeconfig: &Path, p: &PkiFiles) -> Vec<String> {
-    vec![
-        format!("--kubeconfig={}", kubeconfig.display()),
-        format!(
-            "--service-account-private-key-file={}",
-            p.service_account_key.display()
-        ),
-        format!("--root-ca-file={}", p.ca_cert.display()),
-        "--use-service-account-credentials=true".into(),
-        // The default client-side limit (20 qps) throttles start-up: with per-controller service-account
-        // credentials every controller first creates its account and waits for its token.
-        "--kube-api-qps=200".into(),
-        "--kube-api-burst=400".into(),
-        "--leader-elect=false".into(),
-        "--port=0".into(),
-        "--secure-port=0".into(),
-    ]
-}
-
-fn scheduler_args(kubeconfig: &Path) -> Vec<String> {
-    vec![
-        format!("--kubeconfig={}", kubeconfig.display()),
-        "--leader-elect=false".into(),
-        "--port=0".into(),
-        "--secure-port=0".into(),
-    ]
-}
-
-/// Kubeconfigs for processes inside the namespace: the components' own identities and an admin one.
-fn write_component_kubeconfigs(l: &LabLayout, p: &PkiFiles) -> Result<(), LabError> {
-    let server = format!("https://127.0.0.1:{APISERVER_PORT}");
-    let etc = l.etc_dir();
-    let write = |user: &str, cert: &Path, key: &Path, path: &Path| {
-        KubeconfigSpec::write_from_files(&server, user, &p.ca_cert, cert, key, path)
-    };
-    write(
-        "system:kube-controller-manager",
-        &p.controller_manager_cert,
-        &p.controller_manager_key,
-        &etc.join("controller-manager.kubeconfig"),
-    )?;
-    write(
-        "system:kube-scheduler",
-        &p.scheduler_cert,
-        &p.scheduler_key,
-        &etc.join("scheduler.kubeconfig"),
-    )?;
-    write(
-        ADMIN_USER,
-        &p.admin_cert,
-        &p.admin_key,
-        &l.inside_kubeconfig(),
-    )
 }
 
 /// Takes an exclusive, non-blocking flock on `<dir>/supervisor.lock` for the supervisor's lifetime. The

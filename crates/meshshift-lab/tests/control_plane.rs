@@ -19,18 +19,36 @@ use meshshift_lab::testing::process_alive;
 use meshshift_lab::{LabLayout, TestCluster};
 use serde_json::json;
 
-/// `target/<profile>/examples/supervise`, next to this test's `target/<profile>/deps/` directory. Cargo
-/// builds examples for `cargo test -p meshshift-lab`.
+/// `target/<profile>/examples/supervise`, next to this test's `target/<profile>/deps/` directory. Plain
+/// `cargo test -p meshshift-lab` builds it; `cargo test --test control_plane` alone does not, so a binary
+/// older than the library it links is refused rather than silently tested.
 fn supervisor_exe() -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
-    let profile_dir = exe
+    let deps = exe.parent().expect("target/<profile>/deps");
+    let path = deps
         .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target/<profile>");
-    let path = profile_dir.join("examples").join("supervise");
+        .expect("target/<profile>")
+        .join("examples")
+        .join("supervise");
+    let rebuild =
+        "run `cargo build -p meshshift-lab --examples` (or plain `cargo test -p meshshift-lab`)";
+    let modified = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let Some(built) = modified(&path) else {
+        panic!("{} is missing: {rebuild}", path.display());
+    };
+    let newest_lib = std::fs::read_dir(deps)
+        .expect("read deps")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            name.starts_with("libmeshshift_lab-") && name.ends_with(".rlib")
+        })
+        .filter_map(|p| modified(&p))
+        .max();
     assert!(
-        path.is_file(),
-        "{} is missing: run `cargo build -p meshshift-lab --examples` (or plain `cargo test -p meshshift-lab`)",
+        newest_lib.is_none_or(|lib| built >= lib),
+        "{} is older than the meshshift-lab library: {rebuild}",
         path.display()
     );
     path
