@@ -196,15 +196,24 @@ mod tests {
         c.env.insert("PROXY_CONFIG".into(), r#"{"discoveryAddress":"istiod-1-10-6.istio-system.svc:15012"}"#.into());
         let spec = PodTemplate { containers: vec![c], ..PodTemplate::default() };
         let p = detect_proxy(&spec).expect("proxy");
-        assert_eq!((p.revision.as_deref(), p.revision_source), (Some("1-10-6"), Some(RevisionSource::DiscoveryAddress)));
+        assert_eq!(
+            (p.revision.as_deref(), p.revision_source),
+            (Some("1-10-6"), Some(RevisionSource::DiscoveryAddress))
+        );
         assert_eq!(revision_from_istiod_host("istiod.istio-system.svc:15012").as_deref(), Some("default"));
         assert_eq!(revision_from_istiod_service("istiod-revision-tag-prod"), None);
-        assert_eq!(discovery_address("discoveryAddress: istiod-a.x.svc:15012\n").as_deref(), Some("istiod-a.x.svc:15012"));
+        assert_eq!(
+            discovery_address("discoveryAddress: istiod-a.x.svc:15012\n").as_deref(),
+            Some("istiod-a.x.svc:15012")
+        );
     }
 
     #[test]
     fn no_proxy_container_means_none() {
-        let spec = PodTemplate { containers: vec![Container { name: "app".into(), ..Container::default() }], ..PodTemplate::default() };
+        let spec = PodTemplate {
+            containers: vec![Container { name: "app".into(), ..Container::default() }],
+            ..PodTemplate::default()
+        };
         assert!(detect_proxy(&spec).is_none());
     }
 }

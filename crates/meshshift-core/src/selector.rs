@@ -76,9 +76,10 @@ impl LabelSelector {
     /// `istio.io/deactivated: never-match` neutralised webhooks).
     pub fn requires(&self, key: &str, value: &str) -> bool {
         self.match_labels.get(key).is_some_and(|v| v == value)
-            || self.match_expressions.iter().any(|r| {
-                r.key == key && r.operator == Operator::In && r.values.len() == 1 && r.values[0] == value
-            })
+            || self
+                .match_expressions
+                .iter()
+                .any(|r| r.key == key && r.operator == Operator::In && r.values.len() == 1 && r.values[0] == value)
     }
 }
 

@@ -74,7 +74,13 @@ fn injector_1_9(rev: &str) -> WebhookConfiguration {
     WebhookConfiguration {
         name: injector_name(rev),
         labels: l(&[("app", "sidecar-injector"), ("istio.io/rev", rev), ("release", "istiod")]),
-        webhooks: vec![webhook("sidecar-injector.istio.io", &istiod_name(rev), "/inject", ns_sel, exprs(vec![not_opted_out()]))],
+        webhooks: vec![webhook(
+            "sidecar-injector.istio.io",
+            &istiod_name(rev),
+            "/inject",
+            ns_sel,
+            exprs(vec![not_opted_out()]),
+        )],
     }
 }
 
@@ -165,9 +171,19 @@ fn with_failure_policy(mut cfg: WebhookConfiguration, policy: &str) -> WebhookCo
 
 /// A validating webhook configuration calling `istiod[-rev]` on `/validate`.
 fn validator(name: &str, rev: &str, failure_policy: &str) -> WebhookConfiguration {
-    let mut hook = webhook("validation.istio.io", &istiod_name(rev), "/validate", LabelSelector::default(), LabelSelector::default());
+    let mut hook = webhook(
+        "validation.istio.io",
+        &istiod_name(rev),
+        "/validate",
+        LabelSelector::default(),
+        LabelSelector::default(),
+    );
     hook.failure_policy = failure_policy.into();
-    WebhookConfiguration { name: name.into(), labels: l(&[("app", "istiod"), ("istio", "istiod")]), webhooks: vec![hook] }
+    WebhookConfiguration {
+        name: name.into(),
+        labels: l(&[("app", "istiod"), ("istio", "istiod")]),
+        webhooks: vec![hook],
+    }
 }
 
 fn container(name: &str, image: &str) -> Container {
@@ -206,7 +222,8 @@ fn ready(mut w: Workload, replicas: i32, ready: i32) -> Workload {
 
 /// `istio-sidecar-injector[-rev]` with a `values` JSON whose `global.tag` is `tag`.
 fn injector_cm(namespace: &str, rev: &str, tag: serde_json::Value) -> ConfigMap {
-    let values = serde_json::json!({"global": {"hub": "docker.io/istio", "tag": tag, "istioNamespace": "istio-system"}});
+    let values =
+        serde_json::json!({"global": {"hub": "docker.io/istio", "tag": tag, "istioNamespace": "istio-system"}});
     ConfigMap {
         namespace: namespace.into(),
         name: injector_name(rev),
@@ -362,11 +379,8 @@ fn legacy_gateway(namespace: &str, name: &str, rev: &str, version: &str) -> Work
 /// A Helm `gateway` chart gateway (helm-rendered/1.24.6/gateway-chart-rev-1-24-6.yaml): `image: auto`,
 /// `inject.istio.io/templates: gateway`, pod label `istio.io/rev: R` (plus `version: R`).
 fn injected_gateway(namespace: &str, name: &str, rev: Option<&str>) -> Workload {
-    let mut pod_labels = l(&[
-        ("app", "istio-ingressgateway"),
-        ("istio", "ingressgateway"),
-        ("sidecar.istio.io/inject", "true"),
-    ]);
+    let mut pod_labels =
+        l(&[("app", "istio-ingressgateway"), ("istio", "ingressgateway"), ("sidecar.istio.io/inject", "true")]);
     if let Some(r) = rev {
         pod_labels.insert("istio.io/rev".into(), r.into());
         pod_labels.insert("version".into(), r.into());
@@ -410,9 +424,24 @@ fn service(namespace: &str, name: &str, service_type: &str, selector: &[(&str, &
         service_type: service_type.into(),
         selector: l(selector),
         ports: vec![
-            ServicePort { name: Some("status-port".into()), port: 15021, target_port: Some("15021".into()), protocol: "TCP".into() },
-            ServicePort { name: Some("http2".into()), port: 80, target_port: Some("8080".into()), protocol: "TCP".into() },
-            ServicePort { name: Some("https".into()), port: 443, target_port: Some("8443".into()), protocol: "TCP".into() },
+            ServicePort {
+                name: Some("status-port".into()),
+                port: 15021,
+                target_port: Some("15021".into()),
+                protocol: "TCP".into(),
+            },
+            ServicePort {
+                name: Some("http2".into()),
+                port: 80,
+                target_port: Some("8080".into()),
+                protocol: "TCP".into(),
+            },
+            ServicePort {
+                name: Some("https".into()),
+                port: 443,
+                target_port: Some("8443".into()),
+                protocol: "TCP".into(),
+            },
         ],
         external_traffic_policy: None,
         load_balancer_ingress: vec![],
@@ -573,10 +602,14 @@ fn istiod_is_recognised_by_pilot_discovery_container_or_app_label_only() {
     let mut sts = istiod("1-12-0", "docker.io/istio/pilot:1.12.0");
     sts.kind = WorkloadKind::StatefulSet;
     let r = analyze(&ClusterSnapshot { workloads: vec![by_image, by_label, other, sts], ..snapshot() });
-    let got: Vec<(&str, Option<&str>)> = r.revisions.iter().map(|x| (x.revision.as_str(), x.version.as_deref())).collect();
+    let got: Vec<(&str, Option<&str>)> =
+        r.revisions.iter().map(|x| (x.revision.as_str(), x.version.as_deref())).collect();
     // By label, the version comes from no `discovery` container: unknown.
     assert_eq!(got, vec![("1-10-6", None), ("1-9-7", Some("1.9.7"))]);
-    assert_eq!(summary(&r), vec![(C::ControlPlaneVersionUnknown, Severity::Warning, "Deployment/istio-system/istiod-1-10-6".into())]);
+    assert_eq!(
+        summary(&r),
+        vec![(C::ControlPlaneVersionUnknown, Severity::Warning, "Deployment/istio-system/istiod-1-10-6".into())]
+    );
 }
 
 #[test]
@@ -597,7 +630,10 @@ fn version_from_image_strips_registry_and_flavour() {
 #[test]
 fn latest_image_takes_the_version_from_the_injector_configmap_values() {
     let r = analyze(&ClusterSnapshot {
-        workloads: vec![istiod("default", "docker.io/istio/pilot:latest"), istiod("1-10-6", "docker.io/istio/pilot:latest")],
+        workloads: vec![
+            istiod("default", "docker.io/istio/pilot:latest"),
+            istiod("1-10-6", "docker.io/istio/pilot:latest"),
+        ],
         config_maps: vec![
             injector_cm(CP, "default", serde_json::json!("1.9.7")),
             injector_cm(CP, "1-10-6", serde_json::json!("1.10.6")),
@@ -626,7 +662,10 @@ fn image_version_wins_over_the_configmap() {
 #[test]
 fn configmap_of_another_revision_or_namespace_does_not_give_the_version() {
     let r = analyze(&ClusterSnapshot {
-        workloads: vec![istiod("1-10-6", "docker.io/istio/pilot:latest"), istiod("1-9-7", "docker.io/istio/pilot:latest")],
+        workloads: vec![
+            istiod("1-10-6", "docker.io/istio/pilot:latest"),
+            istiod("1-9-7", "docker.io/istio/pilot:latest"),
+        ],
         config_maps: vec![
             // the default revision's ConfigMap, not 1-10-6's
             injector_cm(CP, "default", serde_json::json!("1.10.6")),
@@ -649,10 +688,17 @@ fn configmap_of_another_revision_or_namespace_does_not_give_the_version() {
 
 #[test]
 fn unknown_version_is_reported_for_latest_digest_and_unversioned_configmap() {
-    let mut digest = istiod("1-11-0", "docker.io/istio/pilot@sha256:0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0");
+    let mut digest = istiod(
+        "1-11-0",
+        "docker.io/istio/pilot@sha256:0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0",
+    );
     digest.namespace = "istio-b".into();
     let r = analyze(&ClusterSnapshot {
-        workloads: vec![istiod("1-9-7", "docker.io/istio/pilot:latest"), istiod("1-10-6", "docker.io/istio/pilot:latest"), digest],
+        workloads: vec![
+            istiod("1-9-7", "docker.io/istio/pilot:latest"),
+            istiod("1-10-6", "docker.io/istio/pilot:latest"),
+            digest,
+        ],
         config_maps: vec![
             injector_cm(CP, "1-9-7", serde_json::json!("latest")),
             // a ConfigMap whose `values` is not JSON
@@ -711,7 +757,12 @@ fn mixed_control_planes() -> ClusterSnapshot {
             istiod("1-9-7", "docker.io/istio/pilot:1.9.7"),
             istiod("1-10-6", "docker.io/istio/pilot:1.10.6"),
         ],
-        mutating_webhooks: vec![injector_1_9("default"), injector_1_9("1-9-7"), injector_1_10("1-10-6"), tag_webhook("prod", "1-10-6")],
+        mutating_webhooks: vec![
+            injector_1_9("default"),
+            injector_1_9("1-9-7"),
+            injector_1_10("1-10-6"),
+            tag_webhook("prod", "1-10-6"),
+        ],
         ..snapshot()
     }
 }
@@ -722,11 +773,14 @@ fn analyze_namespaces(base: ClusterSnapshot, namespaces: Vec<Namespace>) -> Stat
 
 #[test]
 fn istio_injection_enabled_is_injected_by_the_default_revision() {
-    for base in [mixed_control_planes(), ClusterSnapshot {
-        workloads: vec![istiod("default", "docker.io/istio/pilot:1.10.6")],
-        mutating_webhooks: vec![injector_1_10("default")],
-        ..snapshot()
-    }] {
+    for base in [
+        mixed_control_planes(),
+        ClusterSnapshot {
+            workloads: vec![istiod("default", "docker.io/istio/pilot:1.10.6")],
+            mutating_webhooks: vec![injector_1_10("default")],
+            ..snapshot()
+        },
+    ] {
         let r = analyze_namespaces(base, vec![ns("bookinfo", &[("istio-injection", "enabled")])]);
         assert_eq!(
             namespace(&r, "bookinfo"),
@@ -831,7 +885,11 @@ fn both_labels_without_a_default_injector_leave_the_namespace_without_injection(
 fn disabled_and_unlabelled_namespaces_are_not_injected_and_not_reported() {
     let r = analyze_namespaces(
         mixed_control_planes(),
-        vec![ns("kube-system", &[]), ns("legacy", &[("istio-injection", "disabled")]), ns("odd", &[("istio-injection", "yes")])],
+        vec![
+            ns("kube-system", &[]),
+            ns("legacy", &[("istio-injection", "disabled")]),
+            ns("odd", &[("istio-injection", "yes")]),
+        ],
     );
     assert_eq!(namespace(&r, "kube-system").mode, InjectionMode::None);
     assert_eq!(namespace(&r, "legacy").mode, InjectionMode::IstioInjection("disabled".into()));
@@ -884,7 +942,10 @@ fn rev_label_shadowed_by_istio_injection_is_not_a_missing_revision() {
 #[test]
 fn injection_enabled_without_a_default_injector_has_no_injector() {
     let s = ClusterSnapshot {
-        workloads: vec![istiod("1-9-7", "docker.io/istio/pilot:1.9.7"), istiod("1-10-6", "docker.io/istio/pilot:1.10.6")],
+        workloads: vec![
+            istiod("1-9-7", "docker.io/istio/pilot:1.9.7"),
+            istiod("1-10-6", "docker.io/istio/pilot:1.10.6"),
+        ],
         mutating_webhooks: vec![injector_1_9("1-9-7"), injector_1_10("1-10-6")],
         namespaces: vec![ns("bookinfo", &[("istio-injection", "enabled")])],
         ..snapshot()
@@ -946,7 +1007,10 @@ fn object_level_webhooks_do_not_select_a_whole_namespace() {
 #[test]
 fn old_default_webhook_and_default_tag_both_matching_is_multiple_injectors() {
     let s = ClusterSnapshot {
-        workloads: vec![istiod("default", "docker.io/istio/pilot:1.9.7"), istiod("1-10-6", "docker.io/istio/pilot:1.10.6")],
+        workloads: vec![
+            istiod("default", "docker.io/istio/pilot:1.9.7"),
+            istiod("1-10-6", "docker.io/istio/pilot:1.10.6"),
+        ],
         mutating_webhooks: vec![injector_1_9("default"), injector_1_10("1-10-6"), tag_webhook("default", "1-10-6")],
         namespaces: vec![ns("bookinfo", &[("istio-injection", "enabled")])],
         ..snapshot()
@@ -967,7 +1031,10 @@ fn old_default_webhook_and_default_tag_both_matching_is_multiple_injectors() {
 #[test]
 fn default_1_10_install_and_default_tag_both_match_rev_default_too() {
     let r = analyze(&ClusterSnapshot {
-        workloads: vec![istiod("default", "docker.io/istio/pilot:1.10.6"), istiod("1-10-6", "docker.io/istio/pilot:1.10.6")],
+        workloads: vec![
+            istiod("default", "docker.io/istio/pilot:1.10.6"),
+            istiod("1-10-6", "docker.io/istio/pilot:1.10.6"),
+        ],
         mutating_webhooks: vec![injector_1_10("default"), injector_1_10("1-10-6"), tag_webhook("default", "1-10-6")],
         namespaces: vec![ns("a", &[("istio.io/rev", "default")]), ns("b", &[("istio-injection", "enabled")])],
         ..snapshot()
@@ -986,9 +1053,13 @@ fn deactivated_webhook_never_matches() {
     // Only the namespaceSelector neutralised: still never-match, even for a namespace carrying the label.
     let mut half_deactivated = injector_1_9("default");
     half_deactivated.name = "istio-sidecar-injector-half".into();
-    half_deactivated.webhooks[0].namespace_selector = LabelSelector::from_labels([("istio.io/deactivated", "never-match")]);
+    half_deactivated.webhooks[0].namespace_selector =
+        LabelSelector::from_labels([("istio.io/deactivated", "never-match")]);
     let s = ClusterSnapshot {
-        workloads: vec![istiod("default", "docker.io/istio/pilot:1.9.7"), istiod("1-10-6", "docker.io/istio/pilot:1.10.6")],
+        workloads: vec![
+            istiod("default", "docker.io/istio/pilot:1.9.7"),
+            istiod("1-10-6", "docker.io/istio/pilot:1.10.6"),
+        ],
         mutating_webhooks: vec![
             deactivated(injector_1_9("default")),
             injector_1_10("1-10-6"),
@@ -1038,7 +1109,11 @@ fn webhooks_that_do_not_inject_are_ignored() {
         name: "cert-manager-webhook".into(),
         labels: l(&[("app", "cert-manager")]),
         webhooks: vec![Webhook {
-            service: Some(WebhookService { namespace: "cert-manager".into(), name: "cert-manager-webhook".into(), path: Some("/mutate".into()) }),
+            service: Some(WebhookService {
+                namespace: "cert-manager".into(),
+                name: "cert-manager-webhook".into(),
+                path: Some("/mutate".into()),
+            }),
             ..webhook("webhook.cert-manager.io", "x", "/mutate", LabelSelector::default(), LabelSelector::default())
         }],
     };
@@ -1076,7 +1151,10 @@ fn webhook_revision_comes_from_its_service_when_unlabelled() {
 #[test]
 fn tags_are_listed_and_attached_to_their_revision() {
     let r = analyze(&ClusterSnapshot {
-        workloads: vec![istiod("1-9-7", "docker.io/istio/pilot:1.9.7"), istiod("1-10-6", "docker.io/istio/pilot:1.10.6")],
+        workloads: vec![
+            istiod("1-9-7", "docker.io/istio/pilot:1.9.7"),
+            istiod("1-10-6", "docker.io/istio/pilot:1.10.6"),
+        ],
         mutating_webhooks: vec![
             injector_1_10("1-10-6"),
             tag_webhook("prod", "1-10-6"),
@@ -1089,14 +1167,33 @@ fn tags_are_listed_and_attached_to_their_revision() {
     assert_eq!(
         r.tags,
         vec![
-            TagStatus { tag: "default".into(), revision: "1-10-6".into(), webhook: "istio-revision-tag-default".into(), revision_exists: true },
-            TagStatus { tag: "prod".into(), revision: "1-10-6".into(), webhook: "istio-revision-tag-prod".into(), revision_exists: true },
-            TagStatus { tag: "stable".into(), revision: "1-9-7".into(), webhook: "istio-revision-tag-stable".into(), revision_exists: true },
+            TagStatus {
+                tag: "default".into(),
+                revision: "1-10-6".into(),
+                webhook: "istio-revision-tag-default".into(),
+                revision_exists: true
+            },
+            TagStatus {
+                tag: "prod".into(),
+                revision: "1-10-6".into(),
+                webhook: "istio-revision-tag-prod".into(),
+                revision_exists: true
+            },
+            TagStatus {
+                tag: "stable".into(),
+                revision: "1-9-7".into(),
+                webhook: "istio-revision-tag-stable".into(),
+                revision_exists: true
+            },
         ]
     );
     let green = revision(&r, "1-10-6");
     assert_eq!(green.tags, vec!["default".to_owned(), "prod".to_owned()]);
-    assert_eq!(green.injector_webhooks, vec!["istio-sidecar-injector-1-10-6".to_owned()], "tags are not the revision's own");
+    assert_eq!(
+        green.injector_webhooks,
+        vec!["istio-sidecar-injector-1-10-6".to_owned()],
+        "tags are not the revision's own"
+    );
     assert_eq!(revision(&r, "1-9-7").tags, vec!["stable".to_owned()]);
     assert_eq!(r.default_revision.tag.as_deref(), Some("1-10-6"));
     assert_eq!(r.default_revision.injection.as_deref(), Some("1-10-6"));
@@ -1153,7 +1250,11 @@ fn default_tag_pointing_at_a_missing_revision_has_its_own_code() {
     assert_eq!(r.default_revision.tag.as_deref(), Some("1-9-7"));
     assert_eq!(
         summary(&r),
-        vec![(C::DefaultTagRevisionMissing, Severity::Error, "MutatingWebhookConfiguration/istio-revision-tag-default".into())]
+        vec![(
+            C::DefaultTagRevisionMissing,
+            Severity::Error,
+            "MutatingWebhookConfiguration/istio-revision-tag-default".into()
+        )]
     );
 }
 
@@ -1172,7 +1273,11 @@ fn missing_tag_revision_stays_an_error_with_failure_policy_ignore() {
         summary(&r),
         vec![
             (C::TagRevisionMissing, Severity::Error, "MutatingWebhookConfiguration/istio-revision-tag-prod".into()),
-            (C::DefaultTagRevisionMissing, Severity::Error, "MutatingWebhookConfiguration/istio-revision-tag-default".into()),
+            (
+                C::DefaultTagRevisionMissing,
+                Severity::Error,
+                "MutatingWebhookConfiguration/istio-revision-tag-default".into()
+            ),
         ]
     );
 }
@@ -1219,7 +1324,8 @@ fn per_revision_validators_are_not_the_default_validator() {
 
 #[test]
 fn default_validator_calling_a_missing_revision_error_with_fail_warning_with_ignore() {
-    let blue_green = || vec![istiod("1-9-7", "docker.io/istio/pilot:1.9.7"), istiod("1-10-6", "docker.io/istio/pilot:1.10.6")];
+    let blue_green =
+        || vec![istiod("1-9-7", "docker.io/istio/pilot:1.9.7"), istiod("1-10-6", "docker.io/istio/pilot:1.10.6")];
     for (cfg, severity) in [
         (validator("istiod-istio-system", "default", "Ignore"), Severity::Warning),
         (validator("istiod-istio-system", "default", "Fail"), Severity::Error),
@@ -1234,7 +1340,8 @@ fn default_validator_calling_a_missing_revision_error_with_fail_warning_with_ign
             "{name}"
         );
         let msg = &r.findings[0].message;
-        let expected = if severity == Severity::Error { "every Istio config write is rejected" } else { "not validated" };
+        let expected =
+            if severity == Severity::Error { "every Istio config write is rejected" } else { "not validated" };
         assert!(msg.contains(expected), "{msg}");
     }
 }
@@ -1242,7 +1349,10 @@ fn default_validator_calling_a_missing_revision_error_with_fail_warning_with_ign
 #[test]
 fn default_revision_views_disagree_during_a_migration() {
     let r = analyze(&ClusterSnapshot {
-        workloads: vec![istiod("default", "docker.io/istio/pilot:1.9.7"), istiod("1-10-6", "docker.io/istio/pilot:1.10.6")],
+        workloads: vec![
+            istiod("default", "docker.io/istio/pilot:1.9.7"),
+            istiod("1-10-6", "docker.io/istio/pilot:1.10.6"),
+        ],
         mutating_webhooks: vec![injector_1_9("default"), injector_1_10("1-10-6"), tag_webhook("prod", "1-10-6")],
         validating_webhooks: vec![validator("istiod-default-validator", "1-10-6", "Fail")],
         ..snapshot()
@@ -1272,7 +1382,13 @@ fn proxy_revision_and_version_under_every_istio_convention() {
             pod_with_proxy("apps", "v1-12", None, &proxyv2("1.12.9"), Rev::Status("1-12-9")),
             pod_with_proxy("apps", "v1-24", None, &proxyv2("1.24.6"), Rev::Annotation("1-24-6")),
             pod_with_proxy("apps", "discovery", None, &proxyv2("1.10.6"), Rev::Discovery("1-10-6")),
-            pod_with_proxy("apps", "discovery-default", None, "docker.io/istio/proxyv2:1.10.6-distroless", Rev::Discovery("default")),
+            pod_with_proxy(
+                "apps",
+                "discovery-default",
+                None,
+                "docker.io/istio/proxyv2:1.10.6-distroless",
+                Rev::Discovery("default"),
+            ),
             native,
             plain_init,
         ],
@@ -1285,15 +1401,25 @@ fn proxy_revision_and_version_under_every_istio_convention() {
         native_sidecar,
     };
     assert_eq!(proxy_of(&r, "apps", "v1-9"), Some(&expect("1.9.7", "1-9-7", RevisionSource::Label, false)));
-    assert_eq!(proxy_of(&r, "apps", "v1-12"), Some(&expect("1.12.9", "1-12-9", RevisionSource::StatusAnnotation, false)));
+    assert_eq!(
+        proxy_of(&r, "apps", "v1-12"),
+        Some(&expect("1.12.9", "1-12-9", RevisionSource::StatusAnnotation, false))
+    );
     assert_eq!(proxy_of(&r, "apps", "v1-24"), Some(&expect("1.24.6", "1-24-6", RevisionSource::Annotation, false)));
-    assert_eq!(proxy_of(&r, "apps", "discovery"), Some(&expect("1.10.6", "1-10-6", RevisionSource::DiscoveryAddress, false)));
+    assert_eq!(
+        proxy_of(&r, "apps", "discovery"),
+        Some(&expect("1.10.6", "1-10-6", RevisionSource::DiscoveryAddress, false))
+    );
     assert_eq!(
         proxy_of(&r, "apps", "discovery-default"),
         Some(&expect("1.10.6", "default", RevisionSource::DiscoveryAddress, false))
     );
     assert_eq!(proxy_of(&r, "apps", "native"), Some(&expect("1.28.0", "1-28-0", RevisionSource::Annotation, true)));
-    assert_eq!(proxy_of(&r, "apps", "plain-init"), None, "an init container without restartPolicy Always is not a sidecar");
+    assert_eq!(
+        proxy_of(&r, "apps", "plain-init"),
+        None,
+        "an init container without restartPolicy Always is not a sidecar"
+    );
 }
 
 #[test]
@@ -1333,7 +1459,10 @@ fn proxy_without_any_revision_marker_or_version_is_counted_as_unknown() {
 #[test]
 fn proxy_totals_per_revision_and_version() {
     let s = ClusterSnapshot {
-        workloads: vec![istiod("1-9-7", "docker.io/istio/pilot:1.9.7"), istiod("1-10-6", "docker.io/istio/pilot:1.10.6")],
+        workloads: vec![
+            istiod("1-9-7", "docker.io/istio/pilot:1.9.7"),
+            istiod("1-10-6", "docker.io/istio/pilot:1.10.6"),
+        ],
         pods: vec![
             pod_with_proxy("a", "a1", None, &proxyv2("1.9.7"), Rev::Label("1-9-7")),
             pod_with_proxy("a", "a2", None, &proxyv2("1.9.7"), Rev::Label("1-9-7")),
@@ -1370,7 +1499,10 @@ fn blue_green(ns_rev: &str) -> ClusterSnapshot {
             istiod("1-10-6", "docker.io/istio/pilot:1.10.6"),
             app_workload(WorkloadKind::Deployment, "bookinfo", "reviews-v1", 3),
         ],
-        replica_sets: vec![rs("bookinfo", "reviews-v1-6f8c9b7d4", "reviews-v1"), rs("bookinfo", "reviews-v1-7d9f8c6b5", "reviews-v1")],
+        replica_sets: vec![
+            rs("bookinfo", "reviews-v1-6f8c9b7d4", "reviews-v1"),
+            rs("bookinfo", "reviews-v1-7d9f8c6b5", "reviews-v1"),
+        ],
         mutating_webhooks: vec![injector_1_9("1-9-7"), injector_1_10("1-10-6"), tag_webhook("prod", "1-10-6")],
         ..snapshot()
     }
@@ -1380,14 +1512,35 @@ fn blue_green(ns_rev: &str) -> ClusterSnapshot {
 fn pods_of_the_old_revision_after_relabelling_are_a_revision_mismatch() {
     let mut s = blue_green("1-10-6");
     s.pods = vec![
-        pod_with_proxy("bookinfo", "reviews-v1-6f8c9b7d4-aaaaa", rs_owner("reviews-v1-6f8c9b7d4"), &proxyv2("1.9.7"), Rev::Label("1-9-7")),
-        pod_with_proxy("bookinfo", "reviews-v1-6f8c9b7d4-bbbbb", rs_owner("reviews-v1-6f8c9b7d4"), &proxyv2("1.9.7"), Rev::Label("1-9-7")),
-        pod_with_proxy("bookinfo", "reviews-v1-7d9f8c6b5-ccccc", rs_owner("reviews-v1-7d9f8c6b5"), &proxyv2("1.10.6"), Rev::Label("1-10-6")),
+        pod_with_proxy(
+            "bookinfo",
+            "reviews-v1-6f8c9b7d4-aaaaa",
+            rs_owner("reviews-v1-6f8c9b7d4"),
+            &proxyv2("1.9.7"),
+            Rev::Label("1-9-7"),
+        ),
+        pod_with_proxy(
+            "bookinfo",
+            "reviews-v1-6f8c9b7d4-bbbbb",
+            rs_owner("reviews-v1-6f8c9b7d4"),
+            &proxyv2("1.9.7"),
+            Rev::Label("1-9-7"),
+        ),
+        pod_with_proxy(
+            "bookinfo",
+            "reviews-v1-7d9f8c6b5-ccccc",
+            rs_owner("reviews-v1-7d9f8c6b5"),
+            &proxyv2("1.10.6"),
+            Rev::Label("1-10-6"),
+        ),
     ];
     let r = analyze(&s);
     let f = only(&r, C::PodRevisionMismatch);
     assert_eq!((f.severity, f.subject.as_str()), (Severity::Warning, "Deployment/bookinfo/reviews-v1"));
-    assert_eq!(f.message, "2 of 3 pods run proxies of revision 1-9-7 but namespace bookinfo now selects 1-10-6: restart needed");
+    assert_eq!(
+        f.message,
+        "2 of 3 pods run proxies of revision 1-9-7 but namespace bookinfo now selects 1-10-6: restart needed"
+    );
     assert_eq!(f.fix, "kubectl -n bookinfo rollout restart deployment/reviews-v1");
     assert_eq!(r.findings.len(), 1, "{:#?}", r.findings);
 }
@@ -1409,9 +1562,22 @@ fn revision_mismatch_against_a_tag_uses_the_tags_revision() {
 fn revision_mismatch_after_the_default_tag_moves() {
     let s = ClusterSnapshot {
         namespaces: vec![ns("bookinfo", &[("istio-injection", "enabled")])],
-        workloads: vec![istiod("default", "docker.io/istio/pilot:1.10.6"), istiod("1-11-8", "docker.io/istio/pilot:1.11.8")],
-        mutating_webhooks: vec![deactivated(injector_1_10("default")), injector_1_10("1-11-8"), tag_webhook("default", "1-11-8")],
-        pods: vec![pod_with_proxy("bookinfo", "p", owner("StatefulSet", "ratings"), &proxyv2("1.10.6"), Rev::Label("default"))],
+        workloads: vec![
+            istiod("default", "docker.io/istio/pilot:1.10.6"),
+            istiod("1-11-8", "docker.io/istio/pilot:1.11.8"),
+        ],
+        mutating_webhooks: vec![
+            deactivated(injector_1_10("default")),
+            injector_1_10("1-11-8"),
+            tag_webhook("default", "1-11-8"),
+        ],
+        pods: vec![pod_with_proxy(
+            "bookinfo",
+            "p",
+            owner("StatefulSet", "ratings"),
+            &proxyv2("1.10.6"),
+            Rev::Label("default"),
+        )],
         ..snapshot()
     };
     let r = analyze(&s);
@@ -1435,7 +1601,13 @@ fn patch_behind_or_one_minor_behind_is_a_version_mismatch() {
     let s = ClusterSnapshot {
         workloads: vec![istiod("default", "docker.io/istio/pilot:1.10.6")],
         pods: vec![
-            pod_with_proxy("apps", "patch-behind", owner("DaemonSet", "node-agent"), &proxyv2("1.10.5"), Rev::Label("default")),
+            pod_with_proxy(
+                "apps",
+                "patch-behind",
+                owner("DaemonSet", "node-agent"),
+                &proxyv2("1.10.5"),
+                Rev::Label("default"),
+            ),
             pod_with_proxy("apps", "minor-behind", None, &proxyv2("1.9.7"), Rev::Label("default")),
             pod_with_proxy("apps", "same", None, &proxyv2("1.10.6"), Rev::Label("default")),
         ],
@@ -1449,14 +1621,20 @@ fn patch_behind_or_one_minor_behind_is_a_version_mismatch() {
             (C::PodVersionMismatch, Severity::Warning, "Pod/apps/minor-behind".into()),
         ]
     );
-    assert_eq!(r.findings[0].message, "1 of 1 pods run proxy 1.10.5 (control plane 1.10.6): restart to pick up the control plane's version");
+    assert_eq!(
+        r.findings[0].message,
+        "1 of 1 pods run proxy 1.10.5 (control plane 1.10.6): restart to pick up the control plane's version"
+    );
     assert_eq!(r.findings[0].fix, "kubectl -n apps rollout restart daemonset/node-agent");
 }
 
 #[test]
 fn proxy_two_minors_behind_or_newer_than_the_control_plane_is_unsupported() {
     let s = ClusterSnapshot {
-        workloads: vec![istiod("default", "docker.io/istio/pilot:1.11.0"), istiod("1-9-7", "docker.io/istio/pilot:1.9.7")],
+        workloads: vec![
+            istiod("default", "docker.io/istio/pilot:1.11.0"),
+            istiod("1-9-7", "docker.io/istio/pilot:1.9.7"),
+        ],
         pods: vec![
             pod_with_proxy("apps", "too-old", None, &proxyv2("1.9.7"), Rev::Label("default")),
             pod_with_proxy("apps", "too-new", None, &proxyv2("1.10.6"), Rev::Label("1-9-7")),
@@ -1478,7 +1656,10 @@ fn proxy_two_minors_behind_or_newer_than_the_control_plane_is_unsupported() {
 #[test]
 fn unknown_versions_skip_the_skew_rules() {
     let s = ClusterSnapshot {
-        workloads: vec![istiod("default", "docker.io/istio/pilot:latest"), istiod("1-9-7", "docker.io/istio/pilot:1.9.7")],
+        workloads: vec![
+            istiod("default", "docker.io/istio/pilot:latest"),
+            istiod("1-9-7", "docker.io/istio/pilot:1.9.7"),
+        ],
         pods: vec![
             pod_with_proxy("apps", "cp-unknown", None, &proxyv2("1.5.0"), Rev::Label("default")),
             pod_with_proxy("apps", "proxy-unknown", None, "docker.io/istio/proxyv2@sha256:abc", Rev::Label("1-9-7")),
@@ -1492,7 +1673,10 @@ fn unknown_versions_skip_the_skew_rules() {
 #[test]
 fn proxies_of_a_revision_without_istiod_are_reported() {
     let s = ClusterSnapshot {
-        workloads: vec![istiod("1-10-6", "docker.io/istio/pilot:1.10.6"), app_workload(WorkloadKind::Deployment, "apps", "web", 2)],
+        workloads: vec![
+            istiod("1-10-6", "docker.io/istio/pilot:1.10.6"),
+            app_workload(WorkloadKind::Deployment, "apps", "web", 2),
+        ],
         replica_sets: vec![rs("apps", "web-5d4c", "web")],
         pods: vec![
             pod_with_proxy("apps", "web-5d4c-1", rs_owner("web-5d4c"), &proxyv2("1.8.6"), Rev::Label("1-8-6")),
@@ -1502,7 +1686,11 @@ fn proxies_of_a_revision_without_istiod_are_reported() {
     };
     let r = analyze(&s);
     assert_eq!(summary(&r), vec![(C::ProxyRevisionMissing, Severity::Error, "Deployment/apps/web".into())]);
-    assert!(r.findings[0].message.starts_with("1 of 2 pods run proxies of revision 1-8-6, which has no istiod"), "{}", r.findings[0].message);
+    assert!(
+        r.findings[0].message.starts_with("1 of 2 pods run proxies of revision 1-8-6, which has no istiod"),
+        "{}",
+        r.findings[0].message
+    );
 }
 
 #[test]
@@ -1513,7 +1701,13 @@ fn pod_without_sidecar_in_an_injected_namespace() {
     pending.ready = false;
     s.pods = vec![
         pod("bookinfo", "reviews-v1-6f8c9b7d4-aaaaa", rs_owner("reviews-v1-6f8c9b7d4")),
-        pod_with_proxy("bookinfo", "reviews-v1-6f8c9b7d4-bbbbb", rs_owner("reviews-v1-6f8c9b7d4"), &proxyv2("1.10.6"), Rev::Label("1-10-6")),
+        pod_with_proxy(
+            "bookinfo",
+            "reviews-v1-6f8c9b7d4-bbbbb",
+            rs_owner("reviews-v1-6f8c9b7d4"),
+            &proxyv2("1.10.6"),
+            Rev::Label("1-10-6"),
+        ),
         pending,
     ];
     let r = analyze(&s);
@@ -1543,7 +1737,8 @@ fn pods_that_are_never_injected_are_not_missing_a_sidecar() {
     succeeded.ready = false;
     let mut failed = pod("bookinfo", "job-2", owner("Job", "migrate"));
     failed.phase = "Failed".into();
-    s.pods = vec![host, label_off, annotation_off, succeeded, failed, pod("plain", "p", None), pod("unlisted", "u", None)];
+    s.pods =
+        vec![host, label_off, annotation_off, succeeded, failed, pod("plain", "p", None), pod("unlisted", "u", None)];
     let r = analyze(&s);
     // `multi` (istio-injection=enabled without a default injector) has its own finding, no pod finding.
     assert_eq!(summary(&r), vec![(C::NamespaceNoInjector, Severity::Error, "Namespace/multi".into())]);
@@ -1563,7 +1758,10 @@ fn inject_true_does_not_count_as_opted_out() {
 fn one_workload_with_several_problems_gets_one_finding_per_rule() {
     let s = ClusterSnapshot {
         namespaces: vec![ns("apps", &[("istio.io/rev", "1-10-6")])],
-        workloads: vec![istiod("1-10-6", "docker.io/istio/pilot:1.10.6"), istiod("1-9-7", "docker.io/istio/pilot:1.9.7")],
+        workloads: vec![
+            istiod("1-10-6", "docker.io/istio/pilot:1.10.6"),
+            istiod("1-9-7", "docker.io/istio/pilot:1.9.7"),
+        ],
         mutating_webhooks: vec![injector_1_10("1-10-6")],
         replica_sets: vec![rs("apps", "web-1", "web")],
         pods: vec![
@@ -1582,19 +1780,43 @@ fn one_workload_with_several_problems_gets_one_finding_per_rule() {
     assert_eq!(
         got,
         vec![
-            (C::ProxySkewUnsupported, Severity::Error, "Deployment/apps/web",
-             "1 of 6 pods run proxy 1.8.6 with control plane 1.10.6: outside Istio's supported skew (control plane at most one minor ahead)"),
-            (C::ProxyRevisionMissing, Severity::Error, "Deployment/apps/web",
-             "2 of 6 pods run proxies of revision 1-8-6, which has no istiod: they keep stale config and their certificates stop rotating"),
+            (
+                C::ProxySkewUnsupported,
+                Severity::Error,
+                "Deployment/apps/web",
+                "1 of 6 pods run proxy 1.8.6 with control plane 1.10.6: outside Istio's supported skew (control plane at most one minor ahead)"
+            ),
+            (
+                C::ProxyRevisionMissing,
+                Severity::Error,
+                "Deployment/apps/web",
+                "2 of 6 pods run proxies of revision 1-8-6, which has no istiod: they keep stale config and their certificates stop rotating"
+            ),
             // Same code and subject: ordered by the rest of the finding (its message).
-            (C::PodRevisionMismatch, Severity::Warning, "Deployment/apps/web",
-             "1 of 6 pods run proxies of revision 1-9-7 but namespace apps now selects 1-10-6: restart needed"),
-            (C::PodRevisionMismatch, Severity::Warning, "Deployment/apps/web",
-             "2 of 6 pods run proxies of revision 1-8-6 but namespace apps now selects 1-10-6: restart needed"),
-            (C::PodVersionMismatch, Severity::Warning, "Deployment/apps/web",
-             "1 of 6 pods run proxy 1.10.5 (control plane 1.10.6): restart to pick up the control plane's version"),
-            (C::PodWithoutSidecar, Severity::Warning, "Deployment/apps/web",
-             "1 of 6 pods have no sidecar although namespace apps is injected"),
+            (
+                C::PodRevisionMismatch,
+                Severity::Warning,
+                "Deployment/apps/web",
+                "1 of 6 pods run proxies of revision 1-9-7 but namespace apps now selects 1-10-6: restart needed"
+            ),
+            (
+                C::PodRevisionMismatch,
+                Severity::Warning,
+                "Deployment/apps/web",
+                "2 of 6 pods run proxies of revision 1-8-6 but namespace apps now selects 1-10-6: restart needed"
+            ),
+            (
+                C::PodVersionMismatch,
+                Severity::Warning,
+                "Deployment/apps/web",
+                "1 of 6 pods run proxy 1.10.5 (control plane 1.10.6): restart to pick up the control plane's version"
+            ),
+            (
+                C::PodWithoutSidecar,
+                Severity::Warning,
+                "Deployment/apps/web",
+                "1 of 6 pods have no sidecar although namespace apps is injected"
+            ),
         ]
     );
 }
@@ -1619,7 +1841,13 @@ fn pods_are_grouped_by_workload() {
             rs("other", "orphan-rs", "elsewhere"),
         ],
         pods: vec![
-            pod_with_proxy("bookinfo", "reviews-v1-bbb-2", rs_owner("reviews-v1-bbb"), &proxyv2("1.10.6"), Rev::Label("1-10-6")),
+            pod_with_proxy(
+                "bookinfo",
+                "reviews-v1-bbb-2",
+                rs_owner("reviews-v1-bbb"),
+                &proxyv2("1.10.6"),
+                Rev::Label("1-10-6"),
+            ),
             pod("bookinfo", "reviews-v1-aaa-1", rs_owner("reviews-v1-aaa")),
             pod("bookinfo", "ratings-0", owner("StatefulSet", "ratings")),
             pod("bookinfo", "orphan-rs-x", rs_owner("orphan-rs")),
@@ -1631,7 +1859,9 @@ fn pods_are_grouped_by_workload() {
     let keys: Vec<(&str, &str, &str, Vec<&str>)> = r
         .workloads
         .iter()
-        .map(|w| (w.namespace.as_str(), w.kind.as_str(), w.name.as_str(), w.pods.iter().map(|p| p.name.as_str()).collect()))
+        .map(|w| {
+            (w.namespace.as_str(), w.kind.as_str(), w.name.as_str(), w.pods.iter().map(|p| p.name.as_str()).collect())
+        })
         .collect();
     assert_eq!(
         keys,
@@ -1670,12 +1900,28 @@ fn pods_are_grouped_by_workload() {
 fn gateways_snapshot(lb_selector: &[(&str, &str)]) -> ClusterSnapshot {
     let blue = legacy_gateway(CP, "istio-ingressgateway-1-9-7", "1-9-7", "1.9.7");
     let green = legacy_gateway(CP, "istio-ingressgateway-1-10-6", "1-10-6", "1.10.6");
-    let blue_pod = gateway_pod(&blue, "istio-ingressgateway-1-9-7-55d9", "istio-ingressgateway-1-9-7-55d9-x", &proxyv2("1.9.7"), "1-9-7");
-    let green_pod =
-        gateway_pod(&green, "istio-ingressgateway-1-10-6-66e1", "istio-ingressgateway-1-10-6-66e1-y", &proxyv2("1.10.6"), "1-10-6");
+    let blue_pod = gateway_pod(
+        &blue,
+        "istio-ingressgateway-1-9-7-55d9",
+        "istio-ingressgateway-1-9-7-55d9-x",
+        &proxyv2("1.9.7"),
+        "1-9-7",
+    );
+    let green_pod = gateway_pod(
+        &green,
+        "istio-ingressgateway-1-10-6-66e1",
+        "istio-ingressgateway-1-10-6-66e1-y",
+        &proxyv2("1.10.6"),
+        "1-10-6",
+    );
     ClusterSnapshot {
         namespaces: vec![ns(CP, &[]), ns("bookinfo", &[("istio.io/rev", "1-10-6")])],
-        workloads: vec![istiod("1-9-7", "docker.io/istio/pilot:1.9.7"), istiod("1-10-6", "docker.io/istio/pilot:1.10.6"), blue, green],
+        workloads: vec![
+            istiod("1-9-7", "docker.io/istio/pilot:1.9.7"),
+            istiod("1-10-6", "docker.io/istio/pilot:1.10.6"),
+            blue,
+            green,
+        ],
         replica_sets: vec![
             rs(CP, "istio-ingressgateway-1-9-7-55d9", "istio-ingressgateway-1-9-7"),
             rs(CP, "istio-ingressgateway-1-10-6-66e1", "istio-ingressgateway-1-10-6"),
@@ -1683,8 +1929,18 @@ fn gateways_snapshot(lb_selector: &[(&str, &str)]) -> ClusterSnapshot {
         pods: vec![blue_pod, green_pod],
         services: vec![
             lb_service(CP, "istio-ingressgateway", lb_selector),
-            service(CP, "istio-ingressgateway-1-9-7", "ClusterIP", &[("istio", "ingressgateway"), ("version", "1-9-7")]),
-            service(CP, "istio-ingressgateway-1-10-6", "ClusterIP", &[("istio", "ingressgateway"), ("version", "1-10-6")]),
+            service(
+                CP,
+                "istio-ingressgateway-1-9-7",
+                "ClusterIP",
+                &[("istio", "ingressgateway"), ("version", "1-9-7")],
+            ),
+            service(
+                CP,
+                "istio-ingressgateway-1-10-6",
+                "ClusterIP",
+                &[("istio", "ingressgateway"), ("version", "1-10-6")],
+            ),
             service(CP, "istiod-1-9-7", "ClusterIP", &[("app", "istiod"), ("istio.io/rev", "1-9-7")]),
             service("bookinfo", "productpage", "ClusterIP", &[("app", "productpage")]),
             // Same selector, other namespace: Services only select pods of their own namespace.
@@ -1704,7 +1960,14 @@ fn legacy_gateways_have_explicit_image_version_and_revision() {
     assert_eq!(r.gateways.len(), 2, "{:#?}", r.gateways);
     let blue = gateway(&r, "istio-ingressgateway-1-9-7");
     assert_eq!(
-        (blue.namespace.as_str(), blue.injected, blue.revision.as_str(), blue.version.as_deref(), blue.replicas, blue.ready_replicas),
+        (
+            blue.namespace.as_str(),
+            blue.injected,
+            blue.revision.as_str(),
+            blue.version.as_deref(),
+            blue.replicas,
+            blue.ready_replicas
+        ),
         ("istio-system", false, "1-9-7", Some("1.9.7"), 2, 2)
     );
     assert_eq!(blue.pod_labels.get("version").map(String::as_str), Some("1-9-7"));
@@ -1736,7 +1999,10 @@ fn versioned_lb_selector_selects_only_blue() {
     );
     let names: Vec<&str> = r.gateway_services.iter().map(|s| s.name.as_str()).collect();
     assert_eq!(names, ["istio-ingressgateway", "istio-ingressgateway-1-10-6", "istio-ingressgateway-1-9-7"]);
-    assert_eq!(selected(gateway_service(&r, "istio-ingressgateway-1-10-6").unwrap()), vec![("istio-ingressgateway-1-10-6", "1-10-6")]);
+    assert_eq!(
+        selected(gateway_service(&r, "istio-ingressgateway-1-10-6").unwrap()),
+        vec![("istio-ingressgateway-1-10-6", "1-10-6")]
+    );
 }
 
 #[test]
@@ -1749,7 +2015,10 @@ fn widened_lb_selector_selects_both_colours() {
 #[test]
 fn lb_switched_to_green_selects_only_green() {
     let r = analyze(&gateways_snapshot(&[("istio", "ingressgateway"), ("version", "1-10-6")]));
-    assert_eq!(selected(gateway_service(&r, "istio-ingressgateway").unwrap()), vec![("istio-ingressgateway-1-10-6", "1-10-6")]);
+    assert_eq!(
+        selected(gateway_service(&r, "istio-ingressgateway").unwrap()),
+        vec![("istio-ingressgateway-1-10-6", "1-10-6")]
+    );
 }
 
 #[test]
@@ -1781,7 +2050,11 @@ fn injected_gateway_takes_version_and_revision_from_its_pods() {
             rs("istio-ingress", "gw-2", "istio-ingressgateway-default"),
         ],
         pods,
-        services: vec![lb_service("istio-ingress", "istio-ingressgateway", &[("istio", "ingressgateway"), ("version", "1-24-6")])],
+        services: vec![lb_service(
+            "istio-ingress",
+            "istio-ingressgateway",
+            &[("istio", "ingressgateway"), ("version", "1-24-6")],
+        )],
         ..snapshot()
     });
     let g = gateway(&r, "istio-ingressgateway-1-24-6");
@@ -1790,7 +2063,10 @@ fn injected_gateway_takes_version_and_revision_from_its_pods() {
     assert_eq!((u.injected, u.revision.as_str(), u.version.as_deref()), (true, "1-24-6", Some("1.24.6")));
     let i = gateway(&r, "istio-ingressgateway-1-25-5");
     assert_eq!((i.injected, i.revision.as_str(), i.version.as_deref()), (true, "1-25-5", None));
-    assert_eq!(selected(gateway_service(&r, "istio-ingressgateway").unwrap()), vec![("istio-ingressgateway-1-24-6", "1-24-6")]);
+    assert_eq!(
+        selected(gateway_service(&r, "istio-ingressgateway").unwrap()),
+        vec![("istio-ingressgateway-1-24-6", "1-24-6")]
+    );
     // Injected gateways read mesh config from istiod: no GATEWAY_LOCAL_MESH_CONFIG.
     assert!(with_code(&r, C::GatewayLocalMeshConfig).is_empty(), "{:#?}", r.findings);
 }
@@ -1809,7 +2085,10 @@ fn gateway_template_annotation_may_list_several_templates() {
 #[test]
 fn sidecar_proxies_are_not_gateways() {
     let mut app = app_workload(WorkloadKind::Deployment, "bookinfo", "productpage-v1", 1);
-    app.template.containers = vec![container("productpage", "docker.io/istio/examples-bookinfo-productpage-v1:1.16.2"), proxy_container(&proxyv2("1.9.7"))];
+    app.template.containers = vec![
+        container("productpage", "docker.io/istio/examples-bookinfo-productpage-v1:1.16.2"),
+        proxy_container(&proxyv2("1.9.7")),
+    ];
     let r = analyze(&ClusterSnapshot { workloads: vec![app], ..snapshot() });
     assert!(r.gateways.is_empty(), "{:#?}", r.gateways);
 }
@@ -1819,12 +2098,22 @@ fn gateway_pods_are_matched_by_workload_kind_and_name() {
     // A StatefulSet with the gateway Deployment's name, in the same namespace, is another workload:
     // its pods must not decide the gateway's version or revision.
     let gw = injected_gateway("istio-ingress", "ingress", Some("1-24-6"));
-    let mut sts_pod = pod_with_proxy("istio-ingress", "ingress-0", owner("StatefulSet", "ingress"), &proxyv2("1.22.0"), Rev::Annotation("1-22-0"));
+    let mut sts_pod = pod_with_proxy(
+        "istio-ingress",
+        "ingress-0",
+        owner("StatefulSet", "ingress"),
+        &proxyv2("1.22.0"),
+        Rev::Annotation("1-22-0"),
+    );
     sts_pod.spec.labels.insert("app".into(), "other".into());
     let mut sts_pod2 = sts_pod.clone();
     sts_pod2.name = "ingress-1".into();
     let r = analyze(&ClusterSnapshot {
-        workloads: vec![istiod("1-24-6", "docker.io/istio/pilot:1.24.6"), gw.clone(), app_workload(WorkloadKind::StatefulSet, "istio-ingress", "ingress", 2)],
+        workloads: vec![
+            istiod("1-24-6", "docker.io/istio/pilot:1.24.6"),
+            gw.clone(),
+            app_workload(WorkloadKind::StatefulSet, "istio-ingress", "ingress", 2),
+        ],
         replica_sets: vec![rs("istio-ingress", "ingress-7c9", "ingress")],
         pods: vec![gateway_pod(&gw, "ingress-7c9", "ingress-7c9-a", &proxyv2("1.24.6"), "1-24-6"), sts_pod, sts_pod2],
         ..snapshot()
@@ -1865,12 +2154,24 @@ fn legacy_gateway_outside_the_control_plane_namespace_reads_a_local_mesh_config(
     assert_eq!(
         summary(&r),
         vec![
-            (C::GatewayLocalMeshConfig, Severity::Error, "Deployment/istio-gateways/istio-ingressgateway-1-10-6".into()),
+            (
+                C::GatewayLocalMeshConfig,
+                Severity::Error,
+                "Deployment/istio-gateways/istio-ingressgateway-1-10-6".into()
+            ),
             (C::GatewayLocalMeshConfig, Severity::Warning, "Deployment/edge/istio-ingressgateway".into()),
-            (C::GatewayLocalMeshConfig, Severity::Warning, "Deployment/istio-gateways/istio-ingressgateway-1-9-7".into()),
+            (
+                C::GatewayLocalMeshConfig,
+                Severity::Warning,
+                "Deployment/istio-gateways/istio-ingressgateway-1-9-7".into()
+            ),
         ]
     );
-    assert!(r.findings[0].message.contains("istio-gateways/istio-1-10-6, which does not exist"), "{}", r.findings[0].message);
+    assert!(
+        r.findings[0].message.contains("istio-gateways/istio-1-10-6, which does not exist"),
+        "{}",
+        r.findings[0].message
+    );
     assert!(r.findings[1].message.contains("edge/istio,"), "{}", r.findings[1].message);
 }
 
@@ -1880,7 +2181,11 @@ fn gateway_lives_with_its_own_control_plane_namespace() {
     let mut cp = istiod("1-10-6", "docker.io/istio/pilot:1.10.6");
     cp.namespace = "istio-green".into();
     let r = analyze(&ClusterSnapshot {
-        workloads: vec![cp, legacy_gateway("istio-green", "gw", "1-10-6", "1.10.6"), legacy_gateway(CP, "gw", "1-10-6", "1.10.6")],
+        workloads: vec![
+            cp,
+            legacy_gateway("istio-green", "gw", "1-10-6", "1.10.6"),
+            legacy_gateway(CP, "gw", "1-10-6", "1.10.6"),
+        ],
         ..snapshot()
     });
     // The one in istio-system is now outside its control plane's namespace, and has no ConfigMap.
@@ -1894,7 +2199,10 @@ fn gateway_lives_with_its_own_control_plane_namespace() {
 #[test]
 fn findings_serialise_with_stable_code_and_severity_spellings() {
     let r = analyze(&ClusterSnapshot {
-        workloads: vec![istiod("default", "docker.io/istio/pilot:1.9.7"), istiod("1-10-6", "docker.io/istio/pilot:1.10.6")],
+        workloads: vec![
+            istiod("default", "docker.io/istio/pilot:1.9.7"),
+            istiod("1-10-6", "docker.io/istio/pilot:1.10.6"),
+        ],
         mutating_webhooks: vec![injector_1_9("default"), tag_webhook("default", "1-10-6")],
         namespaces: vec![ns("bookinfo", &[("istio-injection", "enabled")])],
         ..snapshot()
@@ -1910,7 +2218,10 @@ fn findings_serialise_with_stable_code_and_severity_spellings() {
 fn unreadable_kinds_are_reported() {
     let r = analyze(&ClusterSnapshot {
         unreadable: vec![
-            Unreadable { resource: "pods".into(), reason: "forbidden: User \"ci\" cannot list resource \"pods\"".into() },
+            Unreadable {
+                resource: "pods".into(),
+                reason: "forbidden: User \"ci\" cannot list resource \"pods\"".into(),
+            },
             Unreadable { resource: "mutatingwebhookconfigurations".into(), reason: "forbidden".into() },
         ],
         ..snapshot()
@@ -1945,7 +2256,13 @@ fn migration_snapshot() -> ClusterSnapshot {
     s.validating_webhooks.push(validator("istiod-istio-system", "default", "Ignore"));
     s.replica_sets.push(rs("bookinfo", "reviews-v1-abc", "reviews-v1"));
     s.pods.extend([
-        pod_with_proxy("bookinfo", "reviews-v1-abc-1", rs_owner("reviews-v1-abc"), &proxyv2("1.9.7"), Rev::Label("1-9-7")),
+        pod_with_proxy(
+            "bookinfo",
+            "reviews-v1-abc-1",
+            rs_owner("reviews-v1-abc"),
+            &proxyv2("1.9.7"),
+            Rev::Label("1-9-7"),
+        ),
         pod("bookinfo", "reviews-v1-abc-2", rs_owner("reviews-v1-abc")),
         pod_with_proxy("bookinfo", "old", None, &proxyv2("1.8.6"), Rev::Label("1-8-6")),
         pod_with_proxy("tagged", "t", None, &proxyv2("1.9.7"), Rev::Status("1-9-7")),
@@ -1967,16 +2284,32 @@ fn findings_are_sorted_worst_first_then_code_then_subject() {
             (C::ProxyRevisionMissing, Severity::Error, "Pod/bookinfo/old".into()),
             (C::NamespaceRevisionMissing, Severity::Error, "Namespace/ghost".into()),
             (C::TagRevisionMissing, Severity::Error, "MutatingWebhookConfiguration/istio-revision-tag-canary".into()),
-            (C::DefaultTagRevisionMissing, Severity::Error, "MutatingWebhookConfiguration/istio-revision-tag-default".into()),
-            (C::GatewayLocalMeshConfig, Severity::Error, "Deployment/istio-gateways/istio-ingressgateway-1-10-6".into()),
+            (
+                C::DefaultTagRevisionMissing,
+                Severity::Error,
+                "MutatingWebhookConfiguration/istio-revision-tag-default".into()
+            ),
+            (
+                C::GatewayLocalMeshConfig,
+                Severity::Error,
+                "Deployment/istio-gateways/istio-ingressgateway-1-10-6".into()
+            ),
             (C::ControlPlaneNotReady, Severity::Error, "Deployment/istio-system/istiod-1-10-6".into()),
             (C::NamespaceConflictingLabels, Severity::Warning, "Namespace/both".into()),
             (C::PodRevisionMismatch, Severity::Warning, "Deployment/bookinfo/reviews-v1".into()),
             (C::PodRevisionMismatch, Severity::Warning, "Pod/bookinfo/old".into()),
             (C::PodRevisionMismatch, Severity::Warning, "Pod/tagged/t".into()),
             (C::PodWithoutSidecar, Severity::Warning, "Deployment/bookinfo/reviews-v1".into()),
-            (C::DefaultValidatorRevisionMissing, Severity::Warning, "ValidatingWebhookConfiguration/istiod-istio-system".into()),
-            (C::GatewayLocalMeshConfig, Severity::Warning, "Deployment/istio-gateways/istio-ingressgateway-1-9-7".into()),
+            (
+                C::DefaultValidatorRevisionMissing,
+                Severity::Warning,
+                "ValidatingWebhookConfiguration/istiod-istio-system".into()
+            ),
+            (
+                C::GatewayLocalMeshConfig,
+                Severity::Warning,
+                "Deployment/istio-gateways/istio-ingressgateway-1-9-7".into()
+            ),
             (C::ControlPlaneVersionUnknown, Severity::Warning, "Deployment/istio-system/istiod-1-11-0".into()),
             (C::ReadForbidden, Severity::Warning, "resource/configmaps".into()),
             (C::ReadForbidden, Severity::Warning, "resource/pods".into()),
@@ -1999,7 +2332,7 @@ fn analyze_is_deterministic() {
     assert_eq!(serde_json::to_string(&a).unwrap(), serde_json::to_string(&b).unwrap());
 }
 
-fn reorder<T: Clone>(v: &mut Vec<T>, k: usize) {
+fn reorder<T: Clone>(v: &mut [T], k: usize) {
     v.reverse();
     if !v.is_empty() {
         let n = k % v.len();

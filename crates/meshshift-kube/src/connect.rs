@@ -76,13 +76,12 @@ pub async fn connect(opts: &ConnectOptions) -> Result<Client, ConnectError> {
     .map_err(|source| ConnectError::Kubeconfig { path: opts.kubeconfig.clone(), source })?;
     let context = opts.context.clone().or_else(|| kubeconfig.current_context.clone());
     let known: Vec<String> = kubeconfig.contexts.iter().map(|c| c.name.clone()).collect();
-    if let Some(ctx) = &context {
-        if !known.contains(ctx) {
-            return Err(ConnectError::UnknownContext { context: ctx.clone(), known });
-        }
+    if let Some(ctx) = context.as_ref().filter(|c| !known.contains(c)) {
+        return Err(ConnectError::UnknownContext { context: ctx.clone(), known });
     }
     let options = KubeConfigOptions { context, ..KubeConfigOptions::default() };
-    let mut config = Config::from_custom_kubeconfig(kubeconfig, &options).await.map_err(ConnectError::InvalidContext)?;
+    let mut config =
+        Config::from_custom_kubeconfig(kubeconfig, &options).await.map_err(ConnectError::InvalidContext)?;
     // A CLI must fail fast on a dead endpoint rather than hang on kube's defaults.
     config.connect_timeout = Some(Duration::from_secs(5));
     config.read_timeout = Some(Duration::from_secs(60));

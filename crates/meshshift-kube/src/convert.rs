@@ -54,12 +54,7 @@ fn container(c: &core::Container) -> Container {
         name: c.name.clone(),
         image: c.image.clone().unwrap_or_default(),
         args: c.args.clone().unwrap_or_default(),
-        env: c
-            .env
-            .iter()
-            .flatten()
-            .filter_map(|e| e.value.as_ref().map(|v| (e.name.clone(), v.clone())))
-            .collect(),
+        env: c.env.iter().flatten().filter_map(|e| e.value.as_ref().map(|v| (e.name.clone(), v.clone()))).collect(),
         restart_policy: c.restart_policy.clone(),
     }
 }
@@ -129,8 +124,13 @@ pub fn daemon_set(d: &apps::DaemonSet) -> Workload {
 
 /// The Deployment owning a ReplicaSet, if a Deployment owns it.
 pub fn replica_set(rs: &apps::ReplicaSet) -> Option<model::ReplicaSetLink> {
-    let owner = rs.metadata.owner_references.iter().flatten().find(|o| o.kind == "Deployment" && o.controller == Some(true))?;
-    Some(model::ReplicaSetLink { namespace: namespace(&rs.metadata), name: name(&rs.metadata), deployment: owner.name.clone() })
+    let owner =
+        rs.metadata.owner_references.iter().flatten().find(|o| o.kind == "Deployment" && o.controller == Some(true))?;
+    Some(model::ReplicaSetLink {
+        namespace: namespace(&rs.metadata),
+        name: name(&rs.metadata),
+        deployment: owner.name.clone(),
+    })
 }
 
 /// A Pod.
@@ -195,7 +195,11 @@ pub fn service(s: &core::Service) -> model::Service {
 }
 
 fn webhook_service(c: &adm::WebhookClientConfig) -> Option<model::WebhookService> {
-    c.service.as_ref().map(|s| model::WebhookService { namespace: s.namespace.clone(), name: s.name.clone(), path: s.path.clone() })
+    c.service.as_ref().map(|s| model::WebhookService {
+        namespace: s.namespace.clone(),
+        name: s.name.clone(),
+        path: s.path.clone(),
+    })
 }
 
 /// A MutatingWebhookConfiguration.
@@ -266,8 +270,16 @@ mod tests {
         let s = K8sSelector {
             match_labels: Some([("a".to_owned(), "b".to_owned())].into()),
             match_expressions: Some(vec![
-                LabelSelectorRequirement { key: "istio-injection".into(), operator: "DoesNotExist".into(), values: None },
-                LabelSelectorRequirement { key: "istio.io/rev".into(), operator: "In".into(), values: Some(vec!["1-9-7".into()]) },
+                LabelSelectorRequirement {
+                    key: "istio-injection".into(),
+                    operator: "DoesNotExist".into(),
+                    values: None,
+                },
+                LabelSelectorRequirement {
+                    key: "istio.io/rev".into(),
+                    operator: "In".into(),
+                    values: Some(vec!["1-9-7".into()]),
+                },
                 LabelSelectorRequirement { key: "x".into(), operator: "Bogus".into(), values: Some(vec!["y".into()]) },
             ]),
         };
@@ -300,7 +312,11 @@ mod tests {
     #[test]
     fn only_injector_config_maps_keep_data() {
         let cm = |n: &str| core::ConfigMap {
-            metadata: ObjectMeta { name: Some(n.into()), namespace: Some("istio-system".into()), ..ObjectMeta::default() },
+            metadata: ObjectMeta {
+                name: Some(n.into()),
+                namespace: Some("istio-system".into()),
+                ..ObjectMeta::default()
+            },
             data: Some([("values".to_owned(), "{}".to_owned()), ("config".to_owned(), "x".to_owned())].into()),
             ..core::ConfigMap::default()
         };

@@ -9,9 +9,9 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use kube::Client;
 use kube::api::{Api, DynamicObject, GroupVersionKind, PostParams};
 use kube::discovery::{ApiCapabilities, ApiResource, Scope, pinned_kind};
-use kube::Client;
 use serde_json::Value;
 
 /// Why a manifest could not be applied.
@@ -90,7 +90,11 @@ impl Applier {
         Self { client, default_namespace: default_namespace.into(), resolved: HashMap::new() }
     }
 
-    async fn resolve(&mut self, api_version: &str, kind: &str) -> Result<(ApiResource, ApiCapabilities), ManifestError> {
+    async fn resolve(
+        &mut self,
+        api_version: &str,
+        kind: &str,
+    ) -> Result<(ApiResource, ApiCapabilities), ManifestError> {
         let key = (api_version.to_owned(), kind.to_owned());
         if let Some(r) = self.resolved.get(&key) {
             return Ok(r.clone());
@@ -116,11 +120,7 @@ impl Applier {
                 }
             }
         }
-        Err(ManifestError::UnknownKind {
-            api_version: api_version.to_owned(),
-            kind: kind.to_owned(),
-            reason: last_err,
-        })
+        Err(ManifestError::UnknownKind { api_version: api_version.to_owned(), kind: kind.to_owned(), reason: last_err })
     }
 
     /// Applies every document of `text`.
@@ -216,7 +216,9 @@ mod tests {
 
     #[test]
     fn parses_multi_document_yaml_and_skips_empty_documents() {
-        let docs = parse_documents("---\n# comment only\n---\napiVersion: v1\nkind: Namespace\nmetadata:\n  name: a\n---\n").expect("yaml");
+        let docs =
+            parse_documents("---\n# comment only\n---\napiVersion: v1\nkind: Namespace\nmetadata:\n  name: a\n---\n")
+                .expect("yaml");
         assert_eq!(docs.len(), 1);
         assert_eq!(docs[0]["metadata"]["name"], "a");
     }

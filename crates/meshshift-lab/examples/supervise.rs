@@ -12,16 +12,12 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .init();
     let opts = match parse(std::env::args().skip(1).collect()) {
         Ok(opts) => opts,
         Err(usage) => {
-            eprintln!(
-                "{usage}\nusage: supervise lab supervise --dir D [--bin-dir B] [--exit-on-stdin-eof]"
-            );
+            eprintln!("{usage}\nusage: supervise lab supervise --dir D [--bin-dir B] [--exit-on-stdin-eof]");
             return ExitCode::from(2);
         }
     };

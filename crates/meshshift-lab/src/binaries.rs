@@ -17,8 +17,7 @@ pub const K8S_VERSION: &str = "1.20.2";
 pub const K8S_BIN_ENV: &str = "MESHSHIFT_K8S_BIN";
 
 const INSTALL_HINT: &str = "run scripts/install-deps.sh";
-const ETCD_HINT: &str =
-    "install it with `apt-get install etcd-server` or run scripts/install-deps.sh";
+const ETCD_HINT: &str = "install it with `apt-get install etcd-server` or run scripts/install-deps.sh";
 
 /// The executables of one control plane.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,11 +46,7 @@ impl Binaries {
             if is_executable(&path) {
                 Ok(path)
             } else {
-                Err(LabError::BinaryMissing {
-                    name,
-                    path,
-                    hint: INSTALL_HINT,
-                })
+                Err(LabError::BinaryMissing { name, path, hint: INSTALL_HINT })
             }
         };
         Ok(Binaries {
@@ -89,9 +84,7 @@ pub fn find_k8s_bin_dir() -> Result<PathBuf, LabError> {
     let Some(cache) = cache_dir() else {
         return Err(LabError::BinariesNotInstalled {
             version: K8S_VERSION,
-            detail: format!(
-                "{K8S_BIN_ENV} is unset and neither MESHSHIFT_CACHE, XDG_CACHE_HOME nor HOME is set"
-            ),
+            detail: format!("{K8S_BIN_ENV} is unset and neither MESHSHIFT_CACHE, XDG_CACHE_HOME nor HOME is set"),
         });
     };
     let record = cache.join("k8s-bin.path");
@@ -103,10 +96,7 @@ pub fn find_k8s_bin_dir() -> Result<PathBuf, LabError> {
         }),
         Err(err) => Err(LabError::BinariesNotInstalled {
             version: K8S_VERSION,
-            detail: format!(
-                "{K8S_BIN_ENV} is unset and {} cannot be read ({err})",
-                record.display()
-            ),
+            detail: format!("{K8S_BIN_ENV} is unset and {} cannot be read ({err})", record.display()),
         }),
     }
 }
@@ -114,32 +104,20 @@ pub fn find_k8s_bin_dir() -> Result<PathBuf, LabError> {
 /// Finds an executable named `name` on `PATH`.
 pub(crate) fn which(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(name))
-        .find(|p| is_executable(p))
+    std::env::split_paths(&path).map(|dir| dir.join(name)).find(|p| is_executable(p))
 }
 
 fn find_etcd(bin_dir: &Path) -> Result<PathBuf, LabError> {
-    let candidates = [
-        Some(bin_dir.join("etcd")),
-        which("etcd"),
-        Some(PathBuf::from("/usr/bin/etcd")),
-    ];
-    candidates
-        .into_iter()
-        .flatten()
-        .find(|p| is_executable(p))
-        .ok_or(LabError::BinaryMissing {
-            name: "etcd",
-            path: PathBuf::from("/usr/bin/etcd"),
-            hint: ETCD_HINT,
-        })
+    let candidates = [Some(bin_dir.join("etcd")), which("etcd"), Some(PathBuf::from("/usr/bin/etcd"))];
+    candidates.into_iter().flatten().find(|p| is_executable(p)).ok_or(LabError::BinaryMissing {
+        name: "etcd",
+        path: PathBuf::from("/usr/bin/etcd"),
+        hint: ETCD_HINT,
+    })
 }
 
 fn is_executable(path: &Path) -> bool {
-    std::fs::metadata(path)
-        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        .unwrap_or(false)
+    std::fs::metadata(path).map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)
 }
 
 #[cfg(test)]
@@ -148,44 +126,19 @@ mod tests {
     use std::ffi::OsString;
 
     fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<OsString> {
-        let pairs: Vec<(String, String)> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        move |name| {
-            pairs
-                .iter()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| OsString::from(v))
-        }
+        let pairs: Vec<(String, String)> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        move |name| pairs.iter().find(|(k, _)| k == name).map(|(_, v)| OsString::from(v))
     }
 
     #[test]
     fn cache_dir_follows_the_install_script() {
-        let all = [
-            ("MESHSHIFT_CACHE", "/c"),
-            ("XDG_CACHE_HOME", "/x"),
-            ("HOME", "/h"),
-        ];
+        let all = [("MESHSHIFT_CACHE", "/c"), ("XDG_CACHE_HOME", "/x"), ("HOME", "/h")];
         assert_eq!(cache_dir_from(env(&all)), Some(PathBuf::from("/c")));
-        assert_eq!(
-            cache_dir_from(env(&all[1..])),
-            Some(PathBuf::from("/x/meshshift"))
-        );
-        assert_eq!(
-            cache_dir_from(env(&all[2..])),
-            Some(PathBuf::from("/h/.cache/meshshift"))
-        );
+        assert_eq!(cache_dir_from(env(&all[1..])), Some(PathBuf::from("/x/meshshift")));
+        assert_eq!(cache_dir_from(env(&all[2..])), Some(PathBuf::from("/h/.cache/meshshift")));
         // Empty counts as unset, like ${VAR:-default}.
-        let empty = [
-            ("MESHSHIFT_CACHE", ""),
-            ("XDG_CACHE_HOME", ""),
-            ("HOME", "/h"),
-        ];
-        assert_eq!(
-            cache_dir_from(env(&empty)),
-            Some(PathBuf::from("/h/.cache/meshshift"))
-        );
+        let empty = [("MESHSHIFT_CACHE", ""), ("XDG_CACHE_HOME", ""), ("HOME", "/h")];
+        assert_eq!(cache_dir_from(env(&empty)), Some(PathBuf::from("/h/.cache/meshshift")));
         assert_eq!(cache_dir_from(env(&[])), None);
     }
 

@@ -42,20 +42,14 @@ pub(crate) fn apiserver_args(p: &PkiFiles) -> Vec<String> {
         "--enable-aggregator-routing=true".into(),
         "--allow-privileged=true".into(),
         // Only used if a certificate were missing; keeps the apiserver out of /var/run/kubernetes.
-        format!(
-            "--cert-dir={}",
-            p.ca_cert.parent().unwrap_or(Path::new(".")).display()
-        ),
+        format!("--cert-dir={}", p.ca_cert.parent().unwrap_or(Path::new(".")).display()),
     ]
 }
 
 pub(crate) fn controller_manager_args(kubeconfig: &Path, p: &PkiFiles) -> Vec<String> {
     vec![
         format!("--kubeconfig={}", kubeconfig.display()),
-        format!(
-            "--service-account-private-key-file={}",
-            p.service_account_key.display()
-        ),
+        format!("--service-account-private-key-file={}", p.service_account_key.display()),
         format!("--root-ca-file={}", p.ca_cert.display()),
         "--use-service-account-credentials=true".into(),
         // The default client-side limit (20 qps) throttles start-up: with per-controller service-account
@@ -90,16 +84,6 @@ pub(crate) fn write_component_kubeconfigs(l: &LabLayout, p: &PkiFiles) -> Result
         &p.controller_manager_key,
         &etc.join("controller-manager.kubeconfig"),
     )?;
-    write(
-        "system:kube-scheduler",
-        &p.scheduler_cert,
-        &p.scheduler_key,
-        &etc.join("scheduler.kubeconfig"),
-    )?;
-    write(
-        ADMIN_USER,
-        &p.admin_cert,
-        &p.admin_key,
-        &l.inside_kubeconfig(),
-    )
+    write("system:kube-scheduler", &p.scheduler_cert, &p.scheduler_key, &etc.join("scheduler.kubeconfig"))?;
+    write(ADMIN_USER, &p.admin_cert, &p.admin_key, &l.inside_kubeconfig())
 }

@@ -64,9 +64,7 @@ pub enum LabError {
     },
 
     /// Configuring the namespace's network failed.
-    #[error(
-        "network setup inside the lab namespace failed: `{command}`: {detail} (is iproute2 installed?)"
-    )]
+    #[error("network setup inside the lab namespace failed: `{command}`: {detail} (is iproute2 installed?)")]
     NetworkSetup {
         /// The command that failed.
         command: String,
@@ -162,15 +160,7 @@ pub enum LabError {
 
 impl LabError {
     /// Shorthand for [`LabError::Io`].
-    pub(crate) fn io(
-        action: &'static str,
-        path: impl Into<PathBuf>,
-        source: std::io::Error,
-    ) -> Self {
-        LabError::Io {
-            action,
-            path: path.into(),
-            source,
-        }
+    pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        LabError::Io { action, path: path.into(), source }
     }
 }

@@ -75,14 +75,7 @@ impl KubeconfigSpec<'_> {
     ) -> Result<(), LabError> {
         let read = |p: &Path| std::fs::read_to_string(p).map_err(|e| LabError::io("read", p, e));
         let (ca_pem, cert_pem, key_pem) = (read(ca)?, read(cert)?, read(key)?);
-        KubeconfigSpec {
-            server,
-            user,
-            ca_pem: &ca_pem,
-            cert_pem: &cert_pem,
-            key_pem: &key_pem,
-        }
-        .write(path)
+        KubeconfigSpec { server, user, ca_pem: &ca_pem, cert_pem: &cert_pem, key_pem: &key_pem }.write(path)
     }
 }
 
@@ -96,12 +89,9 @@ pub async fn client_from_file(path: &Path) -> Result<kube::Client, LabError> {
 
 /// Builds a kube client from a parsed kubeconfig (its current context).
 pub async fn client_from(kubeconfig: kube::config::Kubeconfig) -> Result<kube::Client, LabError> {
-    let config = kube::Config::from_custom_kubeconfig(
-        kubeconfig,
-        &kube::config::KubeConfigOptions::default(),
-    )
-    .await
-    .map_err(|e| LabError::Kubeconfig(e.to_string()))?;
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default())
+        .await
+        .map_err(|e| LabError::Kubeconfig(e.to_string()))?;
     Ok(kube::Client::try_from(config)?)
 }
 
@@ -119,19 +109,12 @@ mod tests {
             key_pem: "KEY",
         };
         let text = serde_json::to_string(&spec.render()).expect("json");
-        let parsed =
-            kube::config::Kubeconfig::from_yaml(&text).expect("kube parses JSON kubeconfigs");
+        let parsed = kube::config::Kubeconfig::from_yaml(&text).expect("kube parses JSON kubeconfigs");
         assert_eq!(parsed.current_context.as_deref(), Some(CONTEXT));
         let cluster = parsed.clusters[0].cluster.as_ref().expect("cluster");
         assert_eq!(cluster.server.as_deref(), Some("https://127.0.0.1:1234"));
-        assert_eq!(
-            cluster.certificate_authority_data.as_deref(),
-            Some(STANDARD.encode("CA").as_str())
-        );
+        assert_eq!(cluster.certificate_authority_data.as_deref(), Some(STANDARD.encode("CA").as_str()));
         let user = parsed.auth_infos[0].auth_info.as_ref().expect("user");
-        assert_eq!(
-            user.client_certificate_data.as_deref(),
-            Some(STANDARD.encode("CERT").as_str())
-        );
+        assert_eq!(user.client_certificate_data.as_deref(), Some(STANDARD.encode("CERT").as_str()));
     }
 }

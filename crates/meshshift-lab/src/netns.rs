@@ -98,16 +98,9 @@ pub(crate) fn configure() -> Result<(), LabError> {
         let out = Command::new(&ip)
             .args(args)
             .output()
-            .map_err(|err| LabError::NetworkSetup {
-                command: command.clone(),
-                detail: err.to_string(),
-            })?;
+            .map_err(|err| LabError::NetworkSetup { command: command.clone(), detail: err.to_string() })?;
         if !out.status.success() {
-            let detail = format!(
-                "{}: {}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
+            let detail = format!("{}: {}", out.status, String::from_utf8_lossy(&out.stderr).trim());
             return Err(LabError::NetworkSetup { command, detail });
         }
     }
@@ -119,10 +112,7 @@ fn thread_count() -> usize {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|status| {
-            status.lines().find_map(|line| {
-                line.strip_prefix("Threads:")
-                    .and_then(|n| n.trim().parse().ok())
-            })
+            status.lines().find_map(|line| line.strip_prefix("Threads:").and_then(|n| n.trim().parse().ok()))
         })
         .unwrap_or(1)
 }

@@ -12,8 +12,8 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, SanType,
 };
 
 use crate::LabError;
@@ -109,45 +109,23 @@ fn generate(files: &PkiFiles) -> Result<(), LabError> {
     write_file(&files.ca_cert, ca.cert_pem.as_bytes(), 0o644)?;
     write_file(&files.ca_key, ca.key_pem().as_bytes(), 0o600)?;
 
-    let mut serving_names: Vec<String> = vec![
-        "127.0.0.1".into(),
-        "localhost".into(),
-        ADVERTISE_ADDRESS.into(),
-        KUBERNETES_SERVICE_IP.into(),
-    ];
+    let mut serving_names: Vec<String> =
+        vec!["127.0.0.1".into(), "localhost".into(), ADVERTISE_ADDRESS.into(), KUBERNETES_SERVICE_IP.into()];
     serving_names.extend(
-        [
-            "kubernetes",
-            "kubernetes.default",
-            "kubernetes.default.svc",
-            "kubernetes.default.svc.cluster.local",
-        ]
-        .map(String::from),
+        ["kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"]
+            .map(String::from),
     );
     let serving = ca.issue(&LeafSpec::server("kube-apiserver", &serving_names))?;
     serving.write(&files.apiserver_cert, &files.apiserver_key)?;
 
-    ca.issue(&LeafSpec::client(ADMIN_USER, &["system:masters"]))?
-        .write(&files.admin_cert, &files.admin_key)?;
+    ca.issue(&LeafSpec::client(ADMIN_USER, &["system:masters"]))?.write(&files.admin_cert, &files.admin_key)?;
     ca.issue(&LeafSpec::client("system:kube-controller-manager", &[]))?
-        .write(
-            &files.controller_manager_cert,
-            &files.controller_manager_key,
-        )?;
-    ca.issue(&LeafSpec::client("system:kube-scheduler", &[]))?
-        .write(&files.scheduler_cert, &files.scheduler_key)?;
+        .write(&files.controller_manager_cert, &files.controller_manager_key)?;
+    ca.issue(&LeafSpec::client("system:kube-scheduler", &[]))?.write(&files.scheduler_cert, &files.scheduler_key)?;
 
     let sa = KeyPair::generate()?;
-    write_file(
-        &files.service_account_key,
-        sa.serialize_pem().as_bytes(),
-        0o600,
-    )?;
-    write_file(
-        &files.service_account_pub,
-        sa.public_key_pem().as_bytes(),
-        0o644,
-    )?;
+    write_file(&files.service_account_key, sa.serialize_pem().as_bytes(), 0o600)?;
+    write_file(&files.service_account_pub, sa.public_key_pem().as_bytes(), 0o644)?;
     Ok(())
 }
 
@@ -218,11 +196,8 @@ impl LabCa {
         dn.push(DnType::CommonName, CA_COMMON_NAME);
         params.distinguished_name = dn;
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
+        params.key_usages =
+            vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
         set_validity(&mut params);
         params
     }
@@ -232,10 +207,7 @@ impl LabCa {
         let params = Self::params();
         let key = KeyPair::generate()?;
         let cert = params.self_signed(&key)?;
-        Ok(LabCa {
-            cert_pem: cert.pem(),
-            issuer: Issuer::new(params, key),
-        })
+        Ok(LabCa { cert_pem: cert.pem(), issuer: Issuer::new(params, key) })
     }
 
     /// The CA of an existing lab (`pki/ca.crt` and `pki/ca.key`).
@@ -243,10 +215,7 @@ impl LabCa {
         let read = |p: &Path| std::fs::read_to_string(p).map_err(|e| LabError::io("read", p, e));
         let cert_pem = read(&files.ca_cert)?;
         let key = KeyPair::from_pem(&read(&files.ca_key)?)?;
-        Ok(LabCa {
-            cert_pem,
-            issuer: Issuer::new(Self::params(), key),
-        })
+        Ok(LabCa { cert_pem, issuer: Issuer::new(Self::params(), key) })
     }
 
     /// The CA key, PEM.
@@ -272,19 +241,13 @@ impl LabCa {
         }
         params.distinguished_name = dn;
         params.is_ca = IsCa::ExplicitNoCa;
-        params.key_usages = vec![
-            KeyUsagePurpose::DigitalSignature,
-            KeyUsagePurpose::KeyEncipherment,
-        ];
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
         params.extended_key_usages = vec![spec.usage.clone()];
         params.use_authority_key_identifier_extension = true;
         set_validity(&mut params);
         let key = KeyPair::generate()?;
         let cert = params.signed_by(&key, &self.issuer)?;
-        Ok(IssuedCert {
-            cert_pem: cert.pem(),
-            key_pem: key.serialize_pem(),
-        })
+        Ok(IssuedCert { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
     }
 }
 
@@ -308,8 +271,7 @@ pub(crate) fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), Lab
         .mode(mode)
         .open(&tmp)
         .map_err(|e| LabError::io("create", &tmp, e))?;
-    file.write_all(bytes)
-        .map_err(|e| LabError::io("write", &tmp, e))?;
+    file.write_all(bytes).map_err(|e| LabError::io("write", &tmp, e))?;
     drop(file);
     std::fs::rename(&tmp, path).map_err(|e| LabError::io("rename into", path, e))
 }
@@ -324,30 +286,15 @@ mod tests {
         let files = ensure(dir.path()).expect("generate");
         let ca = std::fs::read_to_string(&files.ca_cert).expect("ca");
         assert!(ca.starts_with("-----BEGIN CERTIFICATE-----"));
-        assert!(
-            std::fs::read_to_string(&files.service_account_pub)
-                .expect("pub")
-                .contains("PUBLIC KEY")
-        );
-        let mode = std::os::unix::fs::PermissionsExt::mode(
-            &std::fs::metadata(&files.admin_key)
-                .expect("key")
-                .permissions(),
-        );
+        assert!(std::fs::read_to_string(&files.service_account_pub).expect("pub").contains("PUBLIC KEY"));
+        let mode =
+            std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&files.admin_key).expect("key").permissions());
         assert_eq!(mode & 0o777, 0o600);
         ensure(dir.path()).expect("reuse");
-        assert_eq!(
-            std::fs::read_to_string(&files.ca_cert).expect("ca"),
-            ca,
-            "a complete PKI must be kept"
-        );
+        assert_eq!(std::fs::read_to_string(&files.ca_cert).expect("ca"), ca, "a complete PKI must be kept");
         std::fs::remove_file(&files.scheduler_key).expect("remove");
         ensure(dir.path()).expect("regenerate");
-        assert_ne!(
-            std::fs::read_to_string(&files.ca_cert).expect("ca"),
-            ca,
-            "a partial PKI must be replaced"
-        );
+        assert_ne!(std::fs::read_to_string(&files.ca_cert).expect("ca"), ca, "a partial PKI must be replaced");
     }
 
     #[test]
@@ -355,13 +302,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let files = ensure(dir.path()).expect("generate");
         let ca = LabCa::load(&files).expect("load");
-        let names = vec![
-            "10.244.9.9".to_string(),
-            "istiod.istio-system.svc".to_string(),
-        ];
-        let leaf = ca
-            .issue(&LeafSpec::server("istiod", &names))
-            .expect("issue");
+        let names = vec!["10.244.9.9".to_string(), "istiod.istio-system.svc".to_string()];
+        let leaf = ca.issue(&LeafSpec::server("istiod", &names)).expect("issue");
         assert!(leaf.cert_pem.starts_with("-----BEGIN CERTIFICATE-----"));
         assert!(leaf.key_pem.contains("PRIVATE KEY"));
     }

@@ -26,16 +26,8 @@ use crate::LabError;
 
 /// Proxy variables are removed from the children's environment: nothing outside the namespace is reachable
 /// anyway, and a proxy would swallow the apiserver's calls to webhooks on pod IPs.
-const PROXY_VARS: [&str; 8] = [
-    "HTTP_PROXY",
-    "HTTPS_PROXY",
-    "ALL_PROXY",
-    "NO_PROXY",
-    "http_proxy",
-    "https_proxy",
-    "all_proxy",
-    "no_proxy",
-];
+const PROXY_VARS: [&str; 8] =
+    ["HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "all_proxy", "no_proxy"];
 
 /// Something the supervisor's main loop must react to.
 #[derive(Debug)]
@@ -71,25 +63,14 @@ pub(crate) struct Children {
 impl Children {
     /// No children yet; exits will be reported on `events`.
     pub(crate) fn new(events: UnboundedSender<Event>) -> Self {
-        Children {
-            running: Vec::new(),
-            events,
-        }
+        Children { running: Vec::new(), events }
     }
 
     /// Starts `program args` as component `name`, stdout and stderr to `log` (truncated). Must be called on
     /// the supervisor's main thread (see the module docs).
-    pub(crate) fn spawn(
-        &mut self,
-        name: &str,
-        program: &Path,
-        args: &[String],
-        log: &Path,
-    ) -> Result<u32, LabError> {
+    pub(crate) fn spawn(&mut self, name: &str, program: &Path, args: &[String], log: &Path) -> Result<u32, LabError> {
         let out = File::create(log).map_err(|e| LabError::io("create", log, e))?;
-        let err = out
-            .try_clone()
-            .map_err(|e| LabError::io("duplicate the handle of", log, e))?;
+        let err = out.try_clone().map_err(|e| LabError::io("duplicate the handle of", log, e))?;
         let mut cmd = tokio::process::Command::new(program);
         cmd.args(args)
             .stdin(Stdio::null())
@@ -103,24 +84,15 @@ impl Children {
         // SAFETY: the closure runs in the forked child before exec and only makes the async-signal-safe
         // prctl(2) system call; it allocates nothing and takes no locks.
         unsafe {
-            cmd.pre_exec(|| {
-                nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)
-            });
+            cmd.pre_exec(|| nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from));
         }
-        let spawn_error = |source| LabError::Spawn {
-            name: name.to_string(),
-            path: program.to_path_buf(),
-            source,
-        };
+        let spawn_error = |source| LabError::Spawn { name: name.to_string(), path: program.to_path_buf(), source };
         let mut child = cmd.spawn().map_err(spawn_error)?;
         let Some(pid) = child.id() else {
-            return Err(spawn_error(std::io::Error::other(
-                "the process exited before its pid was read",
-            )));
+            return Err(spawn_error(std::io::Error::other("the process exited before its pid was read")));
         };
         let exited = Arc::new(AtomicBool::new(false));
-        let (task_name, task_exited, events) =
-            (name.to_string(), exited.clone(), self.events.clone());
+        let (task_name, task_exited, events) = (name.to_string(), exited.clone(), self.events.clone());
         tokio::spawn(async move {
             let status = match child.wait().await {
                 Ok(status) => status.to_string(),
@@ -128,10 +100,7 @@ impl Children {
             };
             task_exited.store(true, Ordering::SeqCst);
             // The receiver is gone only once the supervisor has returned; nothing left to tell.
-            let _ = events.send(Event::ChildExited {
-                name: task_name,
-                status,
-            });
+            let _ = events.send(Event::ChildExited { name: task_name, status });
         });
         self.running.push(Running {
             name: name.to_string(),
@@ -145,25 +114,16 @@ impl Children {
 
     /// Pids of the children started so far (by component name).
     pub(crate) fn pids(&self) -> BTreeMap<String, u32> {
-        self.running
-            .iter()
-            .map(|r| (r.name.clone(), r.pid.as_raw() as u32))
-            .collect()
+        self.running.iter().map(|r| (r.name.clone(), r.pid.as_raw() as u32)).collect()
     }
 
     /// The log file of component `name`.
     pub(crate) fn log_of(&self, name: &str) -> PathBuf {
-        self.running
-            .iter()
-            .find(|r| r.name == name)
-            .map(|r| r.log.clone())
-            .unwrap_or_default()
+        self.running.iter().find(|r| r.name == name).map(|r| r.log.clone()).unwrap_or_default()
     }
 
     fn alive(&self) -> impl Iterator<Item = &Running> {
-        self.running
-            .iter()
-            .filter(|r| !r.exited.load(Ordering::SeqCst))
+        self.running.iter().filter(|r| !r.exited.load(Ordering::SeqCst))
     }
 
     fn signal_alive(&self, signal: Signal) {
@@ -178,11 +138,7 @@ impl Children {
     /// must go before etcd (an apiserver whose etcd vanished can hang in its shutdown). All of this shares
     /// one `grace` period; whatever still runs after it gets SIGKILL. Waits until all have been reaped.
     /// Other events arriving meanwhile are dropped: we are stopping anyway.
-    pub(crate) async fn stop_all(
-        &mut self,
-        events: &mut UnboundedReceiver<Event>,
-        grace: Duration,
-    ) {
+    pub(crate) async fn stop_all(&mut self, events: &mut UnboundedReceiver<Event>, grace: Duration) {
         let deadline = tokio::time::Instant::now() + grace;
         for index in (0..self.running.len()).rev() {
             let r = &self.running[index];
@@ -190,27 +146,16 @@ impl Children {
                 continue;
             }
             let _ = kill(r.pid, Signal::SIGTERM);
-            if !self
-                .wait_until(events, deadline, |c| {
-                    c.running[index].exited.load(Ordering::SeqCst)
-                })
-                .await
-            {
+            if !self.wait_until(events, deadline, |c| c.running[index].exited.load(Ordering::SeqCst)).await {
                 break;
             }
         }
         if self.alive().next().is_some() {
             let names: Vec<_> = self.alive().map(|r| r.name.clone()).collect();
-            tracing::warn!(
-                ?names,
-                "still running after SIGTERM and {grace:?}: sending SIGKILL"
-            );
+            tracing::warn!(?names, "still running after SIGTERM and {grace:?}: sending SIGKILL");
             self.signal_alive(Signal::SIGKILL);
             let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-            if !self
-                .wait_until(events, deadline, |c| c.alive().next().is_none())
-                .await
-            {
+            if !self.wait_until(events, deadline, |c| c.alive().next().is_none()).await {
                 tracing::error!("children survived SIGKILL; giving up waiting");
             }
         }

@@ -66,10 +66,7 @@ impl Agent {
         F: FnOnce(AgentContext) -> Fut + Send + 'static,
         Fut: Future<Output = Result<(), LabError>> + Send + 'static,
     {
-        Agent {
-            name: name.into(),
-            start: Box::new(move |ctx| Box::pin(start(ctx))),
-        }
+        Agent { name: name.into(), start: Box::new(move |ctx| Box::pin(start(ctx))) }
     }
 }
 
@@ -122,10 +119,7 @@ impl std::fmt::Debug for SupervisorOptions {
             .field("bin_dir", &self.bin_dir)
             .field("exit_on_stdin_eof", &self.exit_on_stdin_eof)
             .field("ready_timeout", &self.ready_timeout)
-            .field(
-                "agents",
-                &self.agents.iter().map(|a| &a.name).collect::<Vec<_>>(),
-            )
+            .field("agents", &self.agents.iter().map(|a| &a.name).collect::<Vec<_>>())
             .finish()
     }
 }
@@ -135,12 +129,8 @@ impl std::fmt::Debug for SupervisorOptions {
 /// not start or a component died.
 pub fn run(opts: SupervisorOptions) -> Result<(), LabError> {
     let started = (Instant::now(), SystemTime::now());
-    std::fs::create_dir_all(&opts.dir)
-        .map_err(|e| LabError::io("create directory", &opts.dir, e))?;
-    let root = opts
-        .dir
-        .canonicalize()
-        .map_err(|e| LabError::io("resolve", &opts.dir, e))?;
+    std::fs::create_dir_all(&opts.dir).map_err(|e| LabError::io("create directory", &opts.dir, e))?;
+    let root = opts.dir.canonicalize().map_err(|e| LabError::io("resolve", &opts.dir, e))?;
     let layout = LabLayout::new(root);
     for dir in [layout.logs_dir(), layout.etc_dir()] {
         std::fs::create_dir_all(&dir).map_err(|e| LabError::io("create directory", &dir, e))?;
@@ -151,12 +141,8 @@ pub fn run(opts: SupervisorOptions) -> Result<(), LabError> {
 
     // Bound before unsharing: this socket stays in the host namespace.
     let host = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0));
-    let listener = std::net::TcpListener::bind(host)
-        .map_err(|e| LabError::io("listen on", "127.0.0.1:0", e))?;
-    let host_port = listener
-        .local_addr()
-        .map_err(|e| LabError::io("inspect", "the host listener", e))?
-        .port();
+    let listener = std::net::TcpListener::bind(host).map_err(|e| LabError::io("listen on", "127.0.0.1:0", e))?;
+    let host_port = listener.local_addr().map_err(|e| LabError::io("inspect", "the host listener", e))?.port();
 
     let namespace = netns::enter()?;
     netns::configure()?;
@@ -169,15 +155,7 @@ pub fn run(opts: SupervisorOptions) -> Result<(), LabError> {
         .enable_all()
         .build()
         .map_err(|e| LabError::io("start the async runtime in", layout.root(), e))?;
-    let lab = Lab {
-        layout: layout.clone(),
-        binaries,
-        pki,
-        host_port,
-        namespace,
-        started,
-        opts,
-    };
+    let lab = Lab { layout: layout.clone(), binaries, pki, host_port, namespace, started, opts };
     let result = runtime.block_on(lab.supervise(listener));
     // Agents and forwarded connections are abandoned here; the stdin reader thread may be blocked in read(2).
     runtime.shutdown_timeout(Duration::from_secs(1));
@@ -221,9 +199,7 @@ impl Lab {
 
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let mut children = Children::new(events_tx.clone());
-        let outcome = self
-            .start_and_wait(&mut children, &mut events, &events_tx, shutdown_rx)
-            .await;
+        let outcome = self.start_and_wait(&mut children, &mut events, &events_tx, shutdown_rx).await;
         let _ = shutdown_tx.send(true);
         match &outcome {
             Err(Halt::Stop(reason)) => tracing::info!(reason, "stopping the lab"),
@@ -250,30 +226,14 @@ impl Lab {
         let b = self.binaries.clone();
 
         children.spawn("etcd", &b.etcd, &etcd_args(&l), &l.log("etcd"))?;
-        race(
-            events,
-            children,
-            wait_for_tcp(inside(ETCD_CLIENT_PORT), timeout),
-        )
-        .await?;
+        race(events, children, wait_for_tcp(inside(ETCD_CLIENT_PORT), timeout)).await?;
 
-        children.spawn(
-            "kube-apiserver",
-            &b.kube_apiserver,
-            &apiserver_args(&self.pki),
-            &l.log("kube-apiserver"),
-        )?;
+        children.spawn("kube-apiserver", &b.kube_apiserver, &apiserver_args(&self.pki), &l.log("kube-apiserver"))?;
         let inside_kubeconfig = l.inside_kubeconfig();
-        race(
-            events,
-            children,
-            wait_for_readyz(&inside_kubeconfig, timeout),
-        )
-        .await?;
+        race(events, children, wait_for_readyz(&inside_kubeconfig, timeout)).await?;
 
         let etc = l.etc_dir();
-        let cm_args =
-            controller_manager_args(&etc.join("controller-manager.kubeconfig"), &self.pki);
+        let cm_args = controller_manager_args(&etc.join("controller-manager.kubeconfig"), &self.pki);
         children.spawn(
             "kube-controller-manager",
             &b.kube_controller_manager,
@@ -281,18 +241,8 @@ impl Lab {
             &l.log("kube-controller-manager"),
         )?;
         let sched_args = scheduler_args(&etc.join("scheduler.kubeconfig"));
-        children.spawn(
-            "kube-scheduler",
-            &b.kube_scheduler,
-            &sched_args,
-            &l.log("kube-scheduler"),
-        )?;
-        race(
-            events,
-            children,
-            wait_for_controllers(&inside_kubeconfig, timeout),
-        )
-        .await?;
+        children.spawn("kube-scheduler", &b.kube_scheduler, &sched_args, &l.log("kube-scheduler"))?;
+        race(events, children, wait_for_controllers(&inside_kubeconfig, timeout)).await?;
 
         self.announce_ready(children)?;
 
@@ -310,19 +260,13 @@ impl Lab {
                     Ok(()) => tracing::info!(agent = name, "agent finished"),
                     Err(err) => {
                         let detail = err.to_string();
-                        let _ =
-                            events_tx.send(Event::AgentFailed(LabError::Agent { name, detail }));
+                        let _ = events_tx.send(Event::AgentFailed(LabError::Agent { name, detail }));
                     }
                 }
             });
         }
 
-        race(
-            events,
-            children,
-            std::future::pending::<Result<(), LabError>>(),
-        )
-        .await
+        race(events, children, std::future::pending::<Result<(), LabError>>()).await
     }
 
     /// Writes the host kubeconfig, the state file and the ready marker, then prints the ready line.
@@ -339,11 +283,7 @@ impl Lab {
             &l.kubeconfig(),
         )?;
         let now = SystemTime::now();
-        let unix = |t: SystemTime| {
-            t.duration_since(UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0)
-        };
+        let unix = |t: SystemTime| t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
         let startup_ms = self.started.0.elapsed().as_millis() as u64;
         let state = LabState {
             pid: std::process::id(),
@@ -362,11 +302,7 @@ impl Lab {
         };
         state.write(&l.state_file())?;
         pki::write_file(&l.ready_file(), b"", 0o644)?;
-        let line = serde_json::to_string(&ReadyLine {
-            ready: true,
-            kubeconfig: l.kubeconfig(),
-            apiserver,
-        })?;
+        let line = serde_json::to_string(&ReadyLine { ready: true, kubeconfig: l.kubeconfig(), apiserver })?;
         let mut out = std::io::stdout().lock();
         if let Err(err) = writeln!(out, "{line}").and_then(|()| out.flush()) {
             // Nobody reads our stdout (detached lab): the ready file and state.json still say it.
@@ -399,13 +335,10 @@ async fn race<T>(
 
 /// Turns SIGTERM, SIGINT, SIGHUP and (optionally) stdin EOF into [`Event::Stop`].
 fn watch_stop_requests(events: &UnboundedSender<Event>, stdin_eof: bool) -> Result<(), LabError> {
-    for (kind, name) in [
-        (SignalKind::terminate(), "SIGTERM"),
-        (SignalKind::interrupt(), "SIGINT"),
-        (SignalKind::hangup(), "SIGHUP"),
-    ] {
-        let mut stream =
-            signal(kind).map_err(|e| LabError::io("install a handler for", name, e))?;
+    for (kind, name) in
+        [(SignalKind::terminate(), "SIGTERM"), (SignalKind::interrupt(), "SIGINT"), (SignalKind::hangup(), "SIGHUP")]
+    {
+        let mut stream = signal(kind).map_err(|e| LabError::io("install a handler for", name, e))?;
         let events = events.clone();
         tokio::spawn(async move {
             while stream.recv().await.is_some() {
@@ -430,9 +363,7 @@ fn watch_stop_requests(events: &UnboundedSender<Event>, stdin_eof: bool) -> Resu
                         Err(_) => break,
                     }
                 }
-                let _ = events.send(Event::Stop(
-                    "stdin reached EOF (the parent process is gone)".into(),
-                ));
+                let _ = events.send(Event::Stop("stdin reached EOF (the parent process is gone)".into()));
             })
             .map_err(|e| LabError::io("start the stdin watcher for", "stdin", e))?;
     }
@@ -451,13 +382,8 @@ fn lock_dir(l: &LabLayout) -> Result<Flock<std::fs::File>, LabError> {
         .map_err(|e| LabError::io("open", &path, e))?;
     match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
         Ok(lock) => Ok(lock),
-        Err((_, nix::errno::Errno::EWOULDBLOCK)) => Err(LabError::DirLocked {
-            dir: l.root().to_path_buf(),
-        }),
-        Err((_, source)) => Err(LabError::Sys {
-            action: "flock(supervisor.lock)",
-            source,
-        }),
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) => Err(LabError::DirLocked { dir: l.root().to_path_buf() }),
+        Err((_, source)) => Err(LabError::Sys { action: "flock(supervisor.lock)", source }),
     }
 }
 

@@ -33,13 +33,7 @@ pub const KEEP_ENV: &str = "MESHSHIFT_LAB_KEEP";
 pub const TMPDIR_ENV: &str = "MESHSHIFT_LAB_TMPDIR";
 /// Component logs whose tails are quoted when start-up fails (etcd last: its JSON lines are long and it is
 /// rarely the culprit).
-const LOGS: [&str; 5] = [
-    "supervisor",
-    "kube-apiserver",
-    "kube-controller-manager",
-    "kube-scheduler",
-    "etcd",
-];
+const LOGS: [&str; 5] = ["supervisor", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "etcd"];
 /// Lines quoted per log, and characters per line.
 const TAIL_LINES: usize = 20;
 const TAIL_WIDTH: usize = 400;
@@ -67,10 +61,7 @@ impl TestCluster {
     }
 
     /// [`TestCluster::start`] with an explicit directory of Kubernetes binaries (passed as `--bin-dir`).
-    pub fn start_with_bin_dir(
-        supervisor_exe: &Path,
-        bin_dir: &Path,
-    ) -> Result<TestCluster, LabError> {
+    pub fn start_with_bin_dir(supervisor_exe: &Path, bin_dir: &Path) -> Result<TestCluster, LabError> {
         let began = Instant::now();
         Binaries::locate(Some(bin_dir))?; // fail here, with the install hint, rather than in the supervisor
         let parent = std::env::var_os(TMPDIR_ENV)
@@ -86,8 +77,7 @@ impl TestCluster {
         std::fs::create_dir_all(layout.logs_dir())
             .map_err(|e| LabError::io("create directory", layout.logs_dir(), e))?;
         let supervisor_log = layout.log("supervisor");
-        let stderr = std::fs::File::create(&supervisor_log)
-            .map_err(|e| LabError::io("create", &supervisor_log, e))?;
+        let stderr = std::fs::File::create(&supervisor_log).map_err(|e| LabError::io("create", &supervisor_log, e))?;
 
         let mut supervisor = Command::new(supervisor_exe)
             .args(["lab", "supervise", "--dir"])
@@ -114,9 +104,7 @@ impl TestCluster {
                 Err(mpsc::RecvTimeoutError::Timeout) => {
                     Err(format!("no ready line after {} s", READY_TIMEOUT.as_secs()))
                 }
-                Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    Err("the stdout reader stopped".into())
-                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => Err("the stdout reader stopped".into()),
             },
             None => Err("the supervisor's stdout was not captured".into()),
         };
@@ -126,11 +114,7 @@ impl TestCluster {
             dir: Some(dir),
             layout,
             kubeconfig: kube::config::Kubeconfig::default(),
-            ready: ReadyLine {
-                ready: false,
-                kubeconfig: PathBuf::new(),
-                apiserver: String::new(),
-            },
+            ready: ReadyLine { ready: false, kubeconfig: PathBuf::new(), apiserver: String::new() },
             state: LabState {
                 pid: 0,
                 host_port: 0,
@@ -151,10 +135,8 @@ impl TestCluster {
         };
         cluster.startup = began.elapsed();
         let loaded = LabState::read(&cluster.layout.state_file()).and_then(|state| {
-            let kubeconfig =
-                kube::config::Kubeconfig::read_from(&ready.kubeconfig).map_err(|e| {
-                    LabError::Kubeconfig(format!("reading {}: {e}", ready.kubeconfig.display()))
-                })?;
+            let kubeconfig = kube::config::Kubeconfig::read_from(&ready.kubeconfig)
+                .map_err(|e| LabError::Kubeconfig(format!("reading {}: {e}", ready.kubeconfig.display())))?;
             Ok((state, kubeconfig))
         });
         match loaded {
@@ -238,10 +220,8 @@ impl TestCluster {
             None => {
                 let _ = kill(pid, Signal::SIGKILL);
                 let _ = self.supervisor.wait();
-                problem = Some(format!(
-                    "the supervisor did not stop within {} s and was killed",
-                    STOP_TIMEOUT.as_secs()
-                ));
+                problem =
+                    Some(format!("the supervisor did not stop within {} s and was killed", STOP_TIMEOUT.as_secs()));
             }
         }
         // Normally the supervisor reaped its components before exiting; after a SIGKILL their
@@ -250,22 +230,11 @@ impl TestCluster {
         while self.state.children.values().any(|&p| process_alive(p)) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(50));
         }
-        let survivors: Vec<_> = self
-            .state
-            .children
-            .iter()
-            .filter(|(_, p)| process_alive(**p))
-            .collect();
+        let survivors: Vec<_> = self.state.children.iter().filter(|(_, p)| process_alive(**p)).collect();
         if !survivors.is_empty() {
-            problem = Some(format!(
-                "components still running after the supervisor stopped: {survivors:?}"
-            ));
+            problem = Some(format!("components still running after the supervisor stopped: {survivors:?}"));
         }
-        let logs = if problem.is_some() {
-            log_tails(&self.layout)
-        } else {
-            String::new()
-        };
+        let logs = if problem.is_some() { log_tails(&self.layout) } else { String::new() };
         self.remove_dir();
         match problem {
             None => Ok(()),
@@ -350,9 +319,7 @@ fn read_ready_line(stdout: std::process::ChildStdout) -> mpsc::Receiver<Result<R
                 }
             }
         }
-        let _ = tx.send(Err(
-            "the supervisor exited (closed stdout) without becoming ready".into(),
-        ));
+        let _ = tx.send(Err("the supervisor exited (closed stdout) without becoming ready".into()));
     });
     rx
 }
@@ -378,11 +345,7 @@ fn log_tails(layout: &LabLayout) -> String {
         };
         let lines: Vec<&str> = text.lines().collect();
         let tail = &lines[lines.len().saturating_sub(TAIL_LINES)..];
-        out.push_str(&format!(
-            "\n--- last {} lines of {} ---",
-            tail.len(),
-            path.display()
-        ));
+        out.push_str(&format!("\n--- last {} lines of {} ---", tail.len(), path.display()));
         for line in tail {
             out.push('\n');
             out.extend(line.chars().take(TAIL_WIDTH));
@@ -401,10 +364,7 @@ fn sweep_stale_dirs(parent: &Path) {
     };
     for entry in entries.flatten() {
         let path = entry.path();
-        let is_lab = entry
-            .file_name()
-            .to_str()
-            .is_some_and(|n| n.starts_with(DIR_PREFIX));
+        let is_lab = entry.file_name().to_str().is_some_and(|n| n.starts_with(DIR_PREFIX));
         if !is_lab || !path.is_dir() || path.join("keep").exists() {
             continue;
         }

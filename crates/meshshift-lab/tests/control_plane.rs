@@ -25,13 +25,8 @@ use serde_json::json;
 fn supervisor_exe() -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
     let deps = exe.parent().expect("target/<profile>/deps");
-    let path = deps
-        .parent()
-        .expect("target/<profile>")
-        .join("examples")
-        .join("supervise");
-    let rebuild =
-        "run `cargo build -p meshshift-lab --examples` (or plain `cargo test -p meshshift-lab`)";
+    let path = deps.parent().expect("target/<profile>").join("examples").join("supervise");
+    let rebuild = "run `cargo build -p meshshift-lab --examples` (or plain `cargo test -p meshshift-lab`)";
     let modified = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
     let Some(built) = modified(&path) else {
         panic!("{} is missing: {rebuild}", path.display());
@@ -76,10 +71,7 @@ where
         if let Some(value) = check().await {
             return value;
         }
-        assert!(
-            start.elapsed() < limit,
-            "timed out after {limit:?} waiting for {what}"
-        );
+        assert!(start.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -117,29 +109,21 @@ fn deployment(name: &str, replicas: i32) -> Deployment {
 
 async fn create_namespace_and_wait_for_its_token(client: &kube::Client, name: &str) {
     let namespaces: Api<Namespace> = Api::all(client.clone());
-    let ns: Namespace =
-        serde_json::from_value(json!({ "metadata": { "name": name } })).expect("namespace");
-    namespaces
-        .create(&PostParams::default(), &ns)
-        .await
-        .expect("create namespace");
+    let ns: Namespace = serde_json::from_value(json!({ "metadata": { "name": name } })).expect("namespace");
+    namespaces.create(&PostParams::default(), &ns).await.expect("create namespace");
     // Pods are only admitted once the namespace's default ServiceAccount has its token.
     let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), name);
-    eventually(
-        "the default ServiceAccount token",
-        Duration::from_secs(30),
-        || {
-            let accounts = accounts.clone();
-            async move {
-                accounts
-                    .get_opt("default")
-                    .await
-                    .ok()
-                    .flatten()
-                    .filter(|sa| sa.secrets.as_ref().is_some_and(|s| !s.is_empty()))
-            }
-        },
-    )
+    eventually("the default ServiceAccount token", Duration::from_secs(30), || {
+        let accounts = accounts.clone();
+        async move {
+            accounts
+                .get_opt("default")
+                .await
+                .ok()
+                .flatten()
+                .filter(|sa| sa.secrets.as_ref().is_some_and(|s| !s.is_empty()))
+        }
+    })
     .await;
 }
 
@@ -150,8 +134,7 @@ async fn apiserver_is_kubernetes_1_20_2() {
     let version = client.apiserver_version().await.expect("/version");
     assert_eq!(version.git_version, "v1.20.2");
     // The kubeconfig is usable as a file too, with the documented context name.
-    let kubeconfig =
-        kube::config::Kubeconfig::read_from(cluster.kubeconfig_path()).expect("kubeconfig file");
+    let kubeconfig = kube::config::Kubeconfig::read_from(cluster.kubeconfig_path()).expect("kubeconfig file");
     assert_eq!(kubeconfig.current_context.as_deref(), Some("meshshift-lab"));
     assert!(cluster.apiserver_url().starts_with("https://127.0.0.1:"));
     assert!(cluster.log_path("kube-apiserver").is_file());
@@ -165,10 +148,7 @@ async fn deployments_get_replicasets_and_pods_bound_to_a_node() {
     create_namespace_and_wait_for_its_token(&client, ns).await;
 
     let nodes: Api<Node> = Api::all(client.clone());
-    let node = nodes
-        .create(&PostParams::default(), &ready_node("lab-node-1"))
-        .await
-        .expect("create node");
+    let node = nodes.create(&PostParams::default(), &ready_node("lab-node-1")).await.expect("create node");
     // Node status is kept on create; check rather than assume.
     let ready = node
         .status
@@ -179,75 +159,45 @@ async fn deployments_get_replicasets_and_pods_bound_to_a_node() {
     assert!(ready, "the Node's Ready condition was dropped on create");
 
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
-    deployments
-        .create(&PostParams::default(), &deployment("web", 2))
-        .await
-        .expect("create deployment");
+    deployments.create(&PostParams::default(), &deployment("web", 2)).await.expect("create deployment");
 
     let replicasets: Api<ReplicaSet> = Api::namespaced(client.clone(), ns);
-    let rs = eventually(
-        "a ReplicaSet owned by the Deployment",
-        Duration::from_secs(30),
-        || {
-            let replicasets = replicasets.clone();
-            async move {
-                let list = replicasets
-                    .list(&ListParams::default().labels("app=web"))
-                    .await
-                    .ok()?;
-                list.items.into_iter().find(|rs| {
-                    rs.metadata
-                        .owner_references
-                        .iter()
-                        .flatten()
-                        .any(|o| o.kind == "Deployment" && o.name == "web")
-                })
-            }
-        },
-    )
+    let rs = eventually("a ReplicaSet owned by the Deployment", Duration::from_secs(30), || {
+        let replicasets = replicasets.clone();
+        async move {
+            let list = replicasets.list(&ListParams::default().labels("app=web")).await.ok()?;
+            list.items.into_iter().find(|rs| {
+                rs.metadata.owner_references.iter().flatten().any(|o| o.kind == "Deployment" && o.name == "web")
+            })
+        }
+    })
     .await;
     let rs_name = rs.metadata.name.expect("rs name");
 
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
-    let bound = eventually(
-        "2 pods bound to lab-node-1",
-        Duration::from_secs(60),
-        || {
-            let pods = pods.clone();
-            let rs_name = rs_name.clone();
-            async move {
-                let list = pods
-                    .list(&ListParams::default().labels("app=web"))
-                    .await
-                    .ok()?;
-                let bound: Vec<Pod> = list
-                    .items
-                    .into_iter()
-                    .filter(|p| {
-                        p.metadata
-                            .owner_references
-                            .iter()
-                            .flatten()
-                            .any(|o| o.kind == "ReplicaSet" && o.name == rs_name)
-                    })
-                    .filter(|p| {
-                        p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some("lab-node-1")
-                    })
-                    .collect();
-                (bound.len() == 2).then_some(bound)
-            }
-        },
-    )
+    let bound = eventually("2 pods bound to lab-node-1", Duration::from_secs(60), || {
+        let pods = pods.clone();
+        let rs_name = rs_name.clone();
+        async move {
+            let list = pods.list(&ListParams::default().labels("app=web")).await.ok()?;
+            let bound: Vec<Pod> = list
+                .items
+                .into_iter()
+                .filter(|p| {
+                    p.metadata.owner_references.iter().flatten().any(|o| o.kind == "ReplicaSet" && o.name == rs_name)
+                })
+                .filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some("lab-node-1"))
+                .collect();
+            (bound.len() == 2).then_some(bound)
+        }
+    })
     .await;
     for pod in bound {
         // No kubelet: scheduled but never started.
         let status = pod.status.expect("status");
         assert_eq!(status.phase.as_deref(), Some("Pending"));
-        let scheduled = status
-            .conditions
-            .unwrap_or_default()
-            .iter()
-            .any(|c| c.type_ == "PodScheduled" && c.status == "True");
+        let scheduled =
+            status.conditions.unwrap_or_default().iter().any(|c| c.type_ == "PodScheduled" && c.status == "True");
         assert!(scheduled, "PodScheduled is not True");
     }
 }
@@ -261,23 +211,15 @@ async fn rbac_is_enforced_for_other_identities() {
 
     // The admin (O=system:masters) may impersonate anyone; the impersonated user has no bindings.
     let mut kubeconfig = cluster.kubeconfig();
-    kubeconfig.auth_infos[0]
-        .auth_info
-        .as_mut()
-        .expect("auth info")
-        .impersonate = Some("lab-reader".into());
-    let reader = meshshift_lab::kubeconfig::client_from(kubeconfig)
-        .await
-        .expect("impersonating client");
+    kubeconfig.auth_infos[0].auth_info.as_mut().expect("auth info").impersonate = Some("lab-reader".into());
+    let reader = meshshift_lab::kubeconfig::client_from(kubeconfig).await.expect("impersonating client");
 
     let forbidden = |result: Result<_, kube::Error>| match result {
         Err(kube::Error::Api(status)) => status.code == 403,
         other => panic!("expected 403 Forbidden, got {other:?}"),
     };
     let pods_in = |ns: &str| Api::<Pod>::namespaced(reader.clone(), ns);
-    assert!(forbidden(
-        pods_in(ns).list(&ListParams::default()).await.map(|_| ())
-    ));
+    assert!(forbidden(pods_in(ns).list(&ListParams::default()).await.map(|_| ())));
 
     // Grant read access to pods in one namespace: allowed there, still forbidden elsewhere.
     let role: Role = serde_json::from_value(json!({
@@ -291,75 +233,31 @@ async fn rbac_is_enforced_for_other_identities() {
         "subjects": [{ "apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "lab-reader" }]
     }))
     .expect("binding");
-    Api::<Role>::namespaced(admin.clone(), ns)
-        .create(&PostParams::default(), &role)
-        .await
-        .expect("role");
-    Api::<RoleBinding>::namespaced(admin.clone(), ns)
-        .create(&PostParams::default(), &binding)
-        .await
-        .expect("binding");
-    eventually(
-        "the RoleBinding to take effect",
-        Duration::from_secs(10),
-        || {
-            let pods = pods_in(ns);
-            async move { pods.list(&ListParams::default()).await.ok() }
-        },
-    )
+    Api::<Role>::namespaced(admin.clone(), ns).create(&PostParams::default(), &role).await.expect("role");
+    Api::<RoleBinding>::namespaced(admin.clone(), ns).create(&PostParams::default(), &binding).await.expect("binding");
+    eventually("the RoleBinding to take effect", Duration::from_secs(10), || {
+        let pods = pods_in(ns);
+        async move { pods.list(&ListParams::default()).await.ok() }
+    })
     .await;
-    assert!(forbidden(
-        pods_in("default")
-            .list(&ListParams::default())
-            .await
-            .map(|_| ())
-    ));
+    assert!(forbidden(pods_in("default").list(&ListParams::default()).await.map(|_| ())));
     let nodes = Api::<Node>::all(reader.clone());
-    assert!(forbidden(
-        nodes.list(&ListParams::default()).await.map(|_| ())
-    ));
+    assert!(forbidden(nodes.list(&ListParams::default()).await.map(|_| ())));
 
     // A ServiceAccount token (signed by the controller-manager with the lab's ECDSA key) authenticates:
     // 403 as that account, not 401.
-    let sa = Api::<ServiceAccount>::namespaced(admin.clone(), ns)
-        .get("default")
-        .await
-        .expect("sa");
-    let secret_name = sa
-        .secrets
-        .unwrap_or_default()
-        .first()
-        .and_then(|r| r.name.clone())
-        .expect("token secret");
-    let secret = Api::<Secret>::namespaced(admin.clone(), ns)
-        .get(&secret_name)
-        .await
-        .expect("secret");
-    let token = secret
-        .data
-        .unwrap_or_default()
-        .remove("token")
-        .expect("token");
+    let sa = Api::<ServiceAccount>::namespaced(admin.clone(), ns).get("default").await.expect("sa");
+    let secret_name = sa.secrets.unwrap_or_default().first().and_then(|r| r.name.clone()).expect("token secret");
+    let secret = Api::<Secret>::namespaced(admin.clone(), ns).get(&secret_name).await.expect("secret");
+    let token = secret.data.unwrap_or_default().remove("token").expect("token");
     let mut doc = serde_json::to_value(cluster.kubeconfig()).expect("kubeconfig to json");
     doc["users"][0]["user"] = json!({ "token": String::from_utf8(token.0).expect("utf8 token") });
-    let kubeconfig: kube::config::Kubeconfig =
-        serde_json::from_value(doc).expect("token kubeconfig");
-    let sa_client = meshshift_lab::kubeconfig::client_from(kubeconfig)
-        .await
-        .expect("token client");
-    match Api::<Node>::all(sa_client)
-        .list(&ListParams::default())
-        .await
-    {
+    let kubeconfig: kube::config::Kubeconfig = serde_json::from_value(doc).expect("token kubeconfig");
+    let sa_client = meshshift_lab::kubeconfig::client_from(kubeconfig).await.expect("token client");
+    match Api::<Node>::all(sa_client).list(&ListParams::default()).await {
         Err(kube::Error::Api(status)) => {
             assert_eq!(status.code, 403, "{status:?}");
-            assert!(
-                status
-                    .message
-                    .contains("system:serviceaccount:rbac:default"),
-                "{}",
-                status.message
-            );
+            assert!(status.message.contains("system:serviceaccount:rbac:default"), "{}", status.message);
         }
         other => panic!("expected 403 for the service account, got {other:?}"),
     }
@@ -373,21 +271,13 @@ fn dropping_the_cluster_stops_every_process_and_removes_its_directory() {
     let children: BTreeMap<String, u32> = cluster.state().children.clone();
     assert_eq!(
         children.keys().map(String::as_str).collect::<Vec<_>>(),
-        [
-            "etcd",
-            "kube-apiserver",
-            "kube-controller-manager",
-            "kube-scheduler"
-        ]
+        ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"]
     );
     assert!(children.values().all(|&pid| process_alive(pid)));
     let began = Instant::now();
     drop(cluster);
     eprintln!("dropped in {:.2} s", began.elapsed().as_secs_f64());
-    assert!(
-        !process_alive(supervisor),
-        "supervisor {supervisor} still running"
-    );
+    assert!(!process_alive(supervisor), "supervisor {supervisor} still running");
     for (name, pid) in &children {
         assert!(!process_alive(*pid), "{name} ({pid}) still running");
     }
@@ -400,10 +290,7 @@ async fn two_clusters_run_side_by_side() {
     let (a, b) = std::thread::scope(|s| {
         let a = s.spawn(|| TestCluster::start(&exe));
         let b = s.spawn(|| TestCluster::start(&exe));
-        (
-            a.join().expect("thread").expect("cluster a"),
-            b.join().expect("thread").expect("cluster b"),
-        )
+        (a.join().expect("thread").expect("cluster a"), b.join().expect("thread").expect("cluster b"))
     });
     eprintln!(
         "two labs started concurrently: {:.2} s and {:.2} s",
@@ -412,30 +299,11 @@ async fn two_clusters_run_side_by_side() {
     );
     assert_ne!(a.apiserver_url(), b.apiserver_url());
     assert_ne!(a.dir(), b.dir());
-    let (ca, cb) = (
-        a.client().await.expect("client a"),
-        b.client().await.expect("client b"),
-    );
-    let ns: Namespace =
-        serde_json::from_value(json!({ "metadata": { "name": "only-in-a" } })).expect("ns");
-    Api::<Namespace>::all(ca.clone())
-        .create(&PostParams::default(), &ns)
-        .await
-        .expect("create in a");
-    assert!(
-        Api::<Namespace>::all(ca)
-            .get_opt("only-in-a")
-            .await
-            .expect("get a")
-            .is_some()
-    );
-    assert!(
-        Api::<Namespace>::all(cb)
-            .get_opt("only-in-a")
-            .await
-            .expect("get b")
-            .is_none()
-    );
+    let (ca, cb) = (a.client().await.expect("client a"), b.client().await.expect("client b"));
+    let ns: Namespace = serde_json::from_value(json!({ "metadata": { "name": "only-in-a" } })).expect("ns");
+    Api::<Namespace>::all(ca.clone()).create(&PostParams::default(), &ns).await.expect("create in a");
+    assert!(Api::<Namespace>::all(ca).get_opt("only-in-a").await.expect("get a").is_some());
+    assert!(Api::<Namespace>::all(cb).get_opt("only-in-a").await.expect("get b").is_none());
     a.stop().expect("stop a");
     b.stop().expect("stop b");
 }
@@ -459,18 +327,12 @@ impl Drop for RawSupervisor {
             );
             let _ = self.child.wait();
         }
-        wait_gone(
-            self.state.children.values().copied(),
-            Duration::from_secs(5),
-        );
+        wait_gone(self.state.children.values().copied(), Duration::from_secs(5));
     }
 }
 
 fn spawn_raw() -> RawSupervisor {
-    let dir = tempfile::Builder::new()
-        .prefix("meshshift-lab-raw-")
-        .tempdir()
-        .expect("tempdir");
+    let dir = tempfile::Builder::new().prefix("meshshift-lab-raw-").tempdir().expect("tempdir");
     // No --bin-dir: the supervisor finds the binaries itself (MESHSHIFT_K8S_BIN or the install record).
     let mut child = Command::new(supervisor_exe())
         .args(["lab", "supervise", "--exit-on-stdin-eof", "--dir"])
@@ -482,21 +344,14 @@ fn spawn_raw() -> RawSupervisor {
         .expect("spawn supervisor");
     let stdin = child.stdin.take();
     let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("ready line");
+    BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("ready line");
     let ready: ReadyLine = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"));
     assert!(ready.ready);
     let layout = LabLayout::new(dir.path());
     assert!(layout.ready_file().exists());
     let state = LabState::read(&layout.state_file()).expect("state.json");
     assert_eq!(state.pid, child.id());
-    RawSupervisor {
-        child,
-        stdin,
-        dir,
-        state,
-    }
+    RawSupervisor { child, stdin, dir, state }
 }
 
 fn wait_gone(pids: impl IntoIterator<Item = u32> + Clone, limit: Duration) -> bool {
@@ -519,21 +374,12 @@ fn supervisor_stops_when_its_stdin_closes() {
         if let Some(status) = raw.child.try_wait().expect("try_wait") {
             break status;
         }
-        assert!(
-            start.elapsed() < Duration::from_secs(15),
-            "supervisor ignored stdin EOF"
-        );
+        assert!(start.elapsed() < Duration::from_secs(15), "supervisor ignored stdin EOF");
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(status.success(), "supervisor exited with {status}");
-    assert!(
-        wait_gone(raw.state.children.values().copied(), Duration::from_secs(1)),
-        "components survived"
-    );
-    assert!(
-        !LabLayout::new(raw.dir.path()).ready_file().exists(),
-        "ready marker left behind"
-    );
+    assert!(wait_gone(raw.state.children.values().copied(), Duration::from_secs(1)), "components survived");
+    assert!(!LabLayout::new(raw.dir.path()).ready_file().exists(), "ready marker left behind");
 }
 
 #[test]
@@ -551,27 +397,18 @@ fn components_die_with_a_killed_supervisor() {
 fn the_supervisor_fails_when_a_component_dies() {
     let mut raw = spawn_raw();
     let scheduler = raw.state.children["kube-scheduler"];
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(scheduler as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .expect("kill");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(scheduler as i32), nix::sys::signal::Signal::SIGKILL)
+        .expect("kill");
     let start = Instant::now();
     let status = loop {
         if let Some(status) = raw.child.try_wait().expect("try_wait") {
             break status;
         }
-        assert!(
-            start.elapsed() < Duration::from_secs(15),
-            "supervisor did not notice the dead scheduler"
-        );
+        assert!(start.elapsed() < Duration::from_secs(15), "supervisor did not notice the dead scheduler");
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(!status.success(), "a dead component must fail the lab");
-    assert!(
-        wait_gone(raw.state.children.values().copied(), Duration::from_secs(1)),
-        "components survived"
-    );
+    assert!(wait_gone(raw.state.children.values().copied(), Duration::from_secs(1)), "components survived");
     drop(raw.stdin.take());
 }
 
@@ -586,14 +423,8 @@ fn a_lab_directory_has_one_supervisor_at_a_time() {
         .expect("second supervisor");
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("another lab supervisor is already using"),
-        "{stderr}"
-    );
-    assert!(
-        process_alive(raw.state.pid),
-        "the first supervisor must be unaffected"
-    );
+    assert!(stderr.contains("another lab supervisor is already using"), "{stderr}");
+    assert!(process_alive(raw.state.pid), "the first supervisor must be unaffected");
     drop(raw); // stdin closes: the first supervisor stops
 }
 
@@ -606,30 +437,14 @@ fn a_failing_apiserver_is_reported_with_its_log() {
         std::os::unix::fs::symlink(real.join(name), bin.path().join(name)).expect("symlink");
     }
     let fake = bin.path().join("kube-apiserver");
-    std::fs::write(
-        &fake,
-        "#!/bin/sh\necho 'fake apiserver: cannot serve' >&2\nexit 3\n",
-    )
-    .expect("write");
-    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-        .expect("chmod");
+    std::fs::write(&fake, "#!/bin/sh\necho 'fake apiserver: cannot serve' >&2\nexit 3\n").expect("write");
+    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
 
     let start = Instant::now();
-    let err =
-        TestCluster::start_with_bin_dir(&supervisor_exe(), bin.path()).expect_err("must fail");
+    let err = TestCluster::start_with_bin_dir(&supervisor_exe(), bin.path()).expect_err("must fail");
     let text = err.to_string();
     eprintln!("{text}");
-    assert!(
-        start.elapsed() < Duration::from_secs(20),
-        "failure took {:?}",
-        start.elapsed()
-    );
-    assert!(
-        text.contains("kube-apiserver exited unexpectedly"),
-        "{text}"
-    );
-    assert!(
-        text.contains("fake apiserver: cannot serve"),
-        "the apiserver log tail is missing: {text}"
-    );
+    assert!(start.elapsed() < Duration::from_secs(20), "failure took {:?}", start.elapsed());
+    assert!(text.contains("kube-apiserver exited unexpectedly"), "{text}");
+    assert!(text.contains("fake apiserver: cannot serve"), "the apiserver log tail is missing: {text}");
 }

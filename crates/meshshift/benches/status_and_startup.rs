@@ -111,7 +111,9 @@ fn main() {
     if Command::new("kubectl").arg("version").arg("--client").output().is_ok_and(|o| o.status.success()) {
         time(kubectl());
         let (a, b, c) = stats((0..RUNS).map(|_| time(kubectl())).collect());
-        println!("| `kubectl get <same 10 kinds> -A -o json` (fetch only), {pods} pods (n={RUNS}) | {a:.0} ms | {b:.0} ms | {c:.0} ms |");
+        println!(
+            "| `kubectl get <same 10 kinds> -A -o json` (fetch only), {pods} pods (n={RUNS}) | {a:.0} ms | {b:.0} ms | {c:.0} ms |"
+        );
     } else {
         println!("| kubectl not installed: baseline skipped | | | |");
     }

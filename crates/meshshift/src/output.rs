@@ -24,9 +24,5 @@ pub fn table(header: &[&str]) -> Table {
 
 /// A section title followed by a table, or a "none" line.
 pub fn section(title: &str, table: Table, rows: usize) -> String {
-    if rows == 0 {
-        format!("{title}: none\n\n")
-    } else {
-        format!("{title}\n{table}\n\n")
-    }
+    if rows == 0 { format!("{title}: none\n\n") } else { format!("{title}\n{table}\n\n") }
 }

@@ -32,7 +32,11 @@ fn bad_kubeconfig_and_unknown_context_exit_3() {
     std::fs::write(&one, serde_json::to_string(&kubeconfig_json("https://127.0.0.1:1")).expect("json")).expect("write");
     let run = meshshift(&["status", "--kubeconfig", path(&one), "--context", "prod"]);
     assert_eq!(run.code, 3, "{}", run.stderr);
-    assert!(run.stderr.contains("\"prod\" is not in the kubeconfig") && run.stderr.contains("known contexts: lab"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("\"prod\" is not in the kubeconfig") && run.stderr.contains("known contexts: lab"),
+        "{}",
+        run.stderr
+    );
 }
 
 fn kubeconfig_json(server: &str) -> Value {
@@ -126,7 +130,10 @@ async fn no_istio_forbidden_kinds_and_fail_on_against_a_real_apiserver() {
         "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "restricted"}]
     }))
     .expect("binding");
-    Api::<ClusterRoleBinding>::all(client.clone()).create(&PostParams::default(), &binding).await.expect("create binding");
+    Api::<ClusterRoleBinding>::all(client.clone())
+        .create(&PostParams::default(), &binding)
+        .await
+        .expect("create binding");
     let mut restricted = cluster.kubeconfig();
     for a in &mut restricted.auth_infos {
         if let Some(info) = a.auth_info.as_mut() {

@@ -27,7 +27,10 @@ fn status_json(kubeconfig: &std::path::Path) -> Value {
 }
 
 fn bookinfo(golden: &str, version: &str, revision: &str, ns: &str) -> Vec<Value> {
-    in_namespace(inject_all(fixture_docs(&format!("istio-tree/{golden}/bookinfo/bookinfo.yaml")), golden, version, revision), ns)
+    in_namespace(
+        inject_all(fixture_docs(&format!("istio-tree/{golden}/bookinfo/bookinfo.yaml")), golden, version, revision),
+        ns,
+    )
 }
 
 fn hello(golden: &str, version: &str, revision: &str, ns: &str) -> Vec<Value> {

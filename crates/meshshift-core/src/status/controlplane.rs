@@ -89,12 +89,8 @@ pub fn istiods(snapshot: &ClusterSnapshot) -> Vec<Istiod> {
                 .or_else(|| w.template.labels.get(REV_LABEL))
                 .cloned()
                 .unwrap_or_else(|| "default".to_owned());
-            let image_version = w
-                .template
-                .containers
-                .iter()
-                .find(|c| c.name == "discovery")
-                .and_then(|c| version_from_image(&c.image));
+            let image_version =
+                w.template.containers.iter().find(|c| c.name == "discovery").and_then(|c| version_from_image(&c.image));
             let (version, version_source) = match image_version {
                 Some(v) => (Some(v), Some(VersionSource::Image)),
                 None => match injector_configmap_version(snapshot, &w.namespace, &revision) {
@@ -146,10 +142,7 @@ fn configuration_revision(cfg: &WebhookConfiguration, hook: &Webhook) -> Option<
 
 /// The tag a webhook configuration implements, if it is a revision tag.
 pub fn configuration_tag(cfg: &WebhookConfiguration) -> Option<String> {
-    cfg.labels
-        .get(TAG_LABEL)
-        .cloned()
-        .or_else(|| cfg.name.strip_prefix(TAG_WEBHOOK_PREFIX).map(str::to_owned))
+    cfg.labels.get(TAG_LABEL).cloned().or_else(|| cfg.name.strip_prefix(TAG_WEBHOOK_PREFIX).map(str::to_owned))
 }
 
 fn deactivated(selector: &LabelSelector) -> bool {
@@ -218,16 +211,14 @@ pub struct DefaultRevision {
 /// The default validating webhook configuration and the revision it calls: `istiod-default-validator`
 /// (1.10+), else the base chart's `istiod-<namespace>` (1.9/1.10).
 pub fn default_validator(snapshot: &ClusterSnapshot) -> Option<(&WebhookConfiguration, String)> {
-    let cfg = snapshot
-        .validating_webhooks
-        .iter()
-        .find(|c| c.name == "istiod-default-validator")
-        .or_else(|| {
-            snapshot.validating_webhooks.iter().find(|c| {
-                c.name.starts_with("istiod-")
-                    && c.webhooks.iter().any(|w| w.service.as_ref().is_some_and(|s| c.name == format!("istiod-{}", s.namespace)))
-            })
-        })?;
+    let cfg = snapshot.validating_webhooks.iter().find(|c| c.name == "istiod-default-validator").or_else(|| {
+        snapshot.validating_webhooks.iter().find(|c| {
+            c.name.starts_with("istiod-")
+                && c.webhooks
+                    .iter()
+                    .any(|w| w.service.as_ref().is_some_and(|s| c.name == format!("istiod-{}", s.namespace)))
+        })
+    })?;
     let rev = cfg
         .webhooks
         .iter()

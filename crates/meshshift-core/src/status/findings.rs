@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use super::controlplane::{DefaultRevision, Istiod, TagStatus, default_validator};
+use super::controlplane::{Istiod, TagStatus, default_validator};
 use super::gateways::{GatewayServiceStatus, GatewayStatus};
 use super::namespaces::{InjectionMode, NamespaceStatus};
 use super::workloads::pod_workload;
@@ -16,7 +16,6 @@ pub(super) struct Inputs<'a> {
     pub snapshot: &'a ClusterSnapshot,
     pub istiods: &'a [Istiod],
     pub tags: &'a [TagStatus],
-    pub default_revision: &'a DefaultRevision,
     pub namespaces: &'a [NamespaceStatus],
     pub gateways: &'a [GatewayStatus],
     pub gateway_services: &'a [GatewayServiceStatus],
@@ -35,10 +34,7 @@ pub(super) fn findings(i: &Inputs<'_>) -> Vec<Finding> {
     gateways(i, &mut out);
     gateway_services(i, &mut out);
     out.sort_by(|a, b| {
-        b.severity
-            .cmp(&a.severity)
-            .then_with(|| (a.code, &a.subject).cmp(&(b.code, &b.subject)))
-            .then_with(|| a.cmp(b))
+        b.severity.cmp(&a.severity).then_with(|| (a.code, &a.subject).cmp(&(b.code, &b.subject))).then_with(|| a.cmp(b))
     });
     out.dedup();
     out
@@ -73,7 +69,10 @@ fn control_plane(i: &Inputs<'_>, out: &mut Vec<Finding>) {
                 Code::ControlPlaneVersionUnknown,
                 Severity::Warning,
                 &subject,
-                format!("the version of revision {} is neither in the discovery image tag nor in its injector ConfigMap", d.revision),
+                format!(
+                    "the version of revision {} is neither in the discovery image tag nor in its injector ConfigMap",
+                    d.revision
+                ),
                 "use a versioned pilot image tag (not latest or a digest)",
             ));
         }
@@ -99,21 +98,19 @@ fn tags_and_defaults(i: &Inputs<'_>, out: &mut Vec<Finding>) {
             format!("istioctl tag set {} --revision <an installed revision> --overwrite", t.tag),
         ));
     }
-    if let Some((cfg, rev)) = default_validator(i.snapshot) {
-        if i.default_revision.validator.is_some() && !revision_exists(i, &rev) {
-            let fails = cfg.webhooks.iter().any(|w| w.failure_policy == "Fail");
-            out.push(Finding::new(
-                Code::DefaultValidatorRevisionMissing,
-                if fails { Severity::Error } else { Severity::Warning },
-                format!("ValidatingWebhookConfiguration/{}", cfg.name),
-                if fails {
-                    format!("the default validator calls revision {rev}, which has no istiod: every Istio config write is rejected")
-                } else {
-                    format!("the default validator calls revision {rev}, which has no istiod: Istio config is not validated")
-                },
-                "point the default validator at an installed revision (istioctl tag set default --revision <rev>)",
-            ));
-        }
+    if let Some((cfg, rev)) = default_validator(i.snapshot).filter(|(_, rev)| !revision_exists(i, rev)) {
+        let fails = cfg.webhooks.iter().any(|w| w.failure_policy == "Fail");
+        out.push(Finding::new(
+            Code::DefaultValidatorRevisionMissing,
+            if fails { Severity::Error } else { Severity::Warning },
+            format!("ValidatingWebhookConfiguration/{}", cfg.name),
+            if fails {
+                format!("the default validator calls revision {rev}, which has no istiod: every Istio config write is rejected")
+            } else {
+                format!("the default validator calls revision {rev}, which has no istiod: Istio config is not validated")
+            },
+            "point the default validator at an installed revision (istioctl tag set default --revision <rev>)",
+        ));
     }
 }
 
@@ -183,9 +180,8 @@ fn pods(i: &Inputs<'_>, out: &mut Vec<Finding>) {
         let t = tallies.entry((kind, pod.namespace.clone(), name)).or_default();
         t.total += 1;
         let expected = i.namespaces.iter().find(|n| n.name == pod.namespace).and_then(|n| n.injected_by.clone());
-        let opted_out = [&pod.spec.labels, &pod.spec.annotations]
-            .iter()
-            .any(|m| m.get(INJECT_LABEL).is_some_and(|v| v == "false"));
+        let opted_out =
+            [&pod.spec.labels, &pod.spec.annotations].iter().any(|m| m.get(INJECT_LABEL).is_some_and(|v| v == "false"));
         match detect_proxy(&pod.spec) {
             Some(proxy) => {
                 if let Some(rev) = &proxy.revision {
@@ -195,7 +191,8 @@ fn pods(i: &Inputs<'_>, out: &mut Vec<Finding>) {
                             if let (Some(cp), Some(pv)) = (&d.version, &proxy.version) {
                                 match proxy_supported(cp, pv) {
                                     Skew::Supported if cp != pv => {
-                                        *t.version_mismatch.entry(format!("{pv} (control plane {cp})")).or_default() += 1;
+                                        *t.version_mismatch.entry(format!("{pv} (control plane {cp})")).or_default() +=
+                                            1;
                                     }
                                     Skew::Supported => {}
                                     _ => *t.skew.entry(format!("{pv} with control plane {cp}")).or_default() += 1,
@@ -265,7 +262,10 @@ fn pods(i: &Inputs<'_>, out: &mut Vec<Finding>) {
                 Code::PodWithoutSidecar,
                 Severity::Warning,
                 &subject,
-                format!("{} of {} pods have no sidecar although namespace {namespace} is injected", t.no_sidecar, t.total),
+                format!(
+                    "{} of {} pods have no sidecar although namespace {namespace} is injected",
+                    t.no_sidecar, t.total
+                ),
                 restart.clone(),
             ));
         }
@@ -283,12 +283,8 @@ fn restart_command(kind: &str, namespace: &str, name: &str) -> String {
 
 fn gateways(i: &Inputs<'_>, out: &mut Vec<Finding>) {
     for g in i.gateways.iter().filter(|g| !g.injected) {
-        let cp_namespace = i
-            .istiods
-            .iter()
-            .find(|d| d.revision == g.revision)
-            .map(|d| d.namespace.as_str())
-            .unwrap_or("istio-system");
+        let cp_namespace =
+            i.istiods.iter().find(|d| d.revision == g.revision).map(|d| d.namespace.as_str()).unwrap_or("istio-system");
         if g.namespace == cp_namespace {
             continue;
         }

@@ -72,10 +72,7 @@ pub fn is_gateway(w: &Workload) -> bool {
 
 /// Whether a workload's proxy comes from the injector's `gateway` template.
 pub fn is_injected_gateway(w: &Workload) -> bool {
-    w.template
-        .annotations
-        .get(GATEWAY_TEMPLATE_ANNOTATION)
-        .is_some_and(|t| t.split(',').any(|t| t.trim() == "gateway"))
+    w.template.annotations.get(GATEWAY_TEMPLATE_ANNOTATION).is_some_and(|t| t.split(',').any(|t| t.trim() == "gateway"))
 }
 
 /// Every gateway Deployment.

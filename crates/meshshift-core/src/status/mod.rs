@@ -112,7 +112,6 @@ pub fn analyze(snapshot: &ClusterSnapshot) -> StatusReport {
         snapshot,
         istiods: &istiods,
         tags: &tags,
-        default_revision: &default_revision,
         namespaces: &namespaces,
         gateways: &gateways,
         gateway_services: &gateway_services,

@@ -73,9 +73,10 @@ pub fn namespaces(
                 (1, Some(rev)) => Some((*rev).to_owned()),
                 _ => None,
             };
-            let unknown_revision = ns.labels.get(REV_LABEL).filter(|r| {
-                !revisions.contains(r.as_str()) && !tags.iter().any(|t| &t.tag == *r)
-            });
+            let unknown_revision = ns
+                .labels
+                .get(REV_LABEL)
+                .filter(|r| !revisions.contains(r.as_str()) && !tags.iter().any(|t| &t.tag == *r));
             NamespaceStatus {
                 name: ns.name.clone(),
                 mode: InjectionMode::of(&ns.labels),

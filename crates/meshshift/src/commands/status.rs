@@ -46,7 +46,9 @@ pub async fn run(args: StatusArgs) -> Code {
     };
     print!("{text}");
     if report.revisions.is_empty() {
-        eprintln!("error: no Istio control plane (istiod Deployment) found in this cluster; install Istio or check --context");
+        eprintln!(
+            "error: no Istio control plane (istiod Deployment) found in this cluster; install Istio or check --context"
+        );
         return Code::NoIstio;
     }
     let threshold = args.fail_on.map(|f| match f {
@@ -68,7 +70,16 @@ fn opt(v: &Option<String>) -> String {
 pub fn render_table(r: &StatusReport) -> String {
     let mut out = String::new();
 
-    let mut t = output::table(&["REVISION", "NAMESPACE", "DEPLOYMENT", "VERSION", "READY", "TAGS", "PROXIES", "INJECTOR WEBHOOKS"]);
+    let mut t = output::table(&[
+        "REVISION",
+        "NAMESPACE",
+        "DEPLOYMENT",
+        "VERSION",
+        "READY",
+        "TAGS",
+        "PROXIES",
+        "INJECTOR WEBHOOKS",
+    ]);
     for rev in &r.revisions {
         t.add_row(vec![
             rev.revision.clone(),
@@ -98,7 +109,8 @@ pub fn render_table(r: &StatusReport) -> String {
     );
 
     let mut t = output::table(&["NAMESPACE", "LABEL", "INJECTED BY", "WEBHOOKS"]);
-    let labelled: Vec<_> = r.namespaces.iter().filter(|n| n.mode != InjectionMode::None || n.injected_by.is_some()).collect();
+    let labelled: Vec<_> =
+        r.namespaces.iter().filter(|n| n.mode != InjectionMode::None || n.injected_by.is_some()).collect();
     for ns in &labelled {
         let label = match &ns.mode {
             InjectionMode::IstioInjection(v) => format!("istio-injection={v}"),
@@ -132,14 +144,21 @@ pub fn render_table(r: &StatusReport) -> String {
     for s in &r.gateway_services {
         let selector: Vec<String> = s.selector.iter().map(|(k, v)| format!("{k}={v}")).collect();
         let selects: Vec<String> = s.selects.iter().map(|g| format!("{} ({})", g.gateway, g.revision)).collect();
-        t.add_row(vec![s.namespace.clone(), s.name.clone(), s.service_type.clone(), selector.join(","), selects.join(", ")]);
+        t.add_row(vec![
+            s.namespace.clone(),
+            s.name.clone(),
+            s.service_type.clone(),
+            selector.join(","),
+            selects.join(", "),
+        ]);
     }
     out += &output::section("GATEWAY SERVICES", t, r.gateway_services.len());
 
     let mut t = output::table(&["SEVERITY", "CODE", "SUBJECT", "MESSAGE", "FIX"]);
     for f in &r.findings {
         let code = serde_json::to_value(f.code).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
-        let severity = serde_json::to_value(f.severity).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+        let severity =
+            serde_json::to_value(f.severity).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
         t.add_row(vec![severity, code, f.subject.clone(), f.message.clone(), f.fix.clone()]);
     }
     out += &output::section("FINDINGS", t, r.findings.len());

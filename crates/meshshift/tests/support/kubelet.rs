@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Node, Pod};
-use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::Client;
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 
 /// Registers a Ready node named `name`.
@@ -71,9 +71,17 @@ pub async fn make_all_ready(client: &Client) {
             .filter(|d| {
                 let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
                 let st = d.status.as_ref();
-                st.and_then(|s| s.ready_replicas).unwrap_or(0) != want || st.and_then(|s| s.replicas).unwrap_or(0) != want
+                st.and_then(|s| s.ready_replicas).unwrap_or(0) != want
+                    || st.and_then(|s| s.replicas).unwrap_or(0) != want
             })
-            .map(|d| format!("{}/{}: {:?}", d.metadata.namespace.as_deref().unwrap_or(""), d.metadata.name.as_deref().unwrap_or(""), d.status))
+            .map(|d| {
+                format!(
+                    "{}/{}: {:?}",
+                    d.metadata.namespace.as_deref().unwrap_or(""),
+                    d.metadata.name.as_deref().unwrap_or(""),
+                    d.status
+                )
+            })
             .collect();
         if not_ready.is_empty() {
             return;

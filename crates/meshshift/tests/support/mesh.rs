@@ -65,7 +65,13 @@ pub fn inject_like_golden(deployment: &mut Value, golden_version: &str, version:
             tpl["metadata"]["labels"][k] = v;
         }
     }
-    let proxy = gt["spec"]["containers"].as_array().into_iter().flatten().find(|c| c["name"] == "istio-proxy").cloned().expect("golden proxy");
+    let proxy = gt["spec"]["containers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["name"] == "istio-proxy")
+        .cloned()
+        .expect("golden proxy");
     tpl["spec"]["containers"].as_array_mut().expect("containers").push(proxy);
     let inits = gt["spec"]["initContainers"].as_array().cloned().unwrap_or_default();
     tpl["spec"]["initContainers"] = json!(inits);

@@ -28,7 +28,8 @@ pub fn fixture_docs(rel: &str) -> Vec<Value> {
 
 /// Starts an isolated control plane, run by this build's `meshshift lab supervise`.
 pub fn start_cluster() -> TestCluster {
-    TestCluster::start(Path::new(env!("CARGO_BIN_EXE_meshshift"))).unwrap_or_else(|e| panic!("control plane did not start: {e}"))
+    TestCluster::start(Path::new(env!("CARGO_BIN_EXE_meshshift")))
+        .unwrap_or_else(|e| panic!("control plane did not start: {e}"))
 }
 
 /// The result of running the meshshift binary.
@@ -43,7 +44,11 @@ pub struct Run {
 
 /// Runs the real `meshshift` binary with `args`.
 pub fn meshshift(args: &[&str]) -> Run {
-    let out = Command::new(env!("CARGO_BIN_EXE_meshshift")).args(args).env_remove("KUBECONFIG").output().expect("run meshshift");
+    let out = Command::new(env!("CARGO_BIN_EXE_meshshift"))
+        .args(args)
+        .env_remove("KUBECONFIG")
+        .output()
+        .expect("run meshshift");
     Run {
         code: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
