@@ -13,7 +13,9 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
+pub mod agent;
 pub mod binaries;
+pub mod containers;
 mod error;
 pub mod kubeconfig;
 pub mod layout;
@@ -25,11 +27,14 @@ pub mod testing;
 mod components;
 mod forward;
 pub mod netns;
+pub mod netsvc;
+pub mod options;
 mod process;
 mod readiness;
 
 pub use error::LabError;
 pub use layout::LabLayout;
 pub use state::LabState;
+pub use options::LabOptions;
 pub use supervisor::{Agent, AgentContext, SupervisorOptions};
 pub use testing::TestCluster;

@@ -60,7 +60,7 @@ fn unreachable_cluster_exits_4() {
 }
 
 #[tokio::test]
-async fn no_istio_forbidden_kinds_and_fail_on_against_a_real_apiserver() {
+async fn no_istio_forbidden_kinds_and_fail_on_shared_fixtures() {
     let cluster = start_cluster();
     let client = cluster.client().await.expect("client");
     let kc = cluster.kubeconfig_path();

@@ -1,0 +1,1 @@
+//! The node agent: the lab's kubelet. (being written)

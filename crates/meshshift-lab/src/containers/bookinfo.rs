@@ -1,0 +1,1 @@
+//! Bookinfo apps. (being written)

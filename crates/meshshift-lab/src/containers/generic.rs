@@ -1,0 +1,1 @@
+//! Generic HTTP container. (being written)

@@ -1,0 +1,1 @@
+//! Emulated istiod. (being written)

@@ -1,0 +1,1 @@
+//! Emulated proxies. (being written)

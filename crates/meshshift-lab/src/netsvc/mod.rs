@@ -1,0 +1,1 @@
+//! Service networking: kube-proxy and load balancers. (being written)
