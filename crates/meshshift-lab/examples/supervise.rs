@@ -1,5 +1,5 @@
 //! Runs a lab supervisor, with the same arguments as the hidden CLI subcommand:
-//! `supervise lab supervise --dir D [--bin-dir B] [--exit-on-stdin-eof]`.
+//! `supervise lab supervise --dir D [--bin-dir B] [--exit-on-stdin-eof] [--nodes N] [--services] [--propagation-delay-ms MS]`.
 //! Used by this crate's integration tests, which cannot depend on the CLI crate.
 
 use std::path::PathBuf;
@@ -31,6 +31,7 @@ fn main() -> ExitCode {
 }
 
 fn parse(args: Vec<String>) -> Result<SupervisorOptions, String> {
+    let (lab, args) = meshshift_lab::LabOptions::parse_args(args)?;
     let mut args = args.into_iter();
     if args.next().as_deref() != Some("lab") || args.next().as_deref() != Some("supervise") {
         return Err("expected `lab supervise`".into());
@@ -47,5 +48,6 @@ fn parse(args: Vec<String>) -> Result<SupervisorOptions, String> {
     let mut opts = SupervisorOptions::new(dir.ok_or("--dir is required")?);
     opts.bin_dir = bin_dir;
     opts.exit_on_stdin_eof = stdin_eof;
+    opts.agents = lab.agents();
     Ok(opts)
 }

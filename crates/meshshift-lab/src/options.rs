@@ -37,3 +37,54 @@ impl LabOptions {
         args
     }
 }
+
+impl LabOptions {
+    /// Parses the flags [`LabOptions::args`] writes; returns the options and the arguments it did not use.
+    pub fn parse_args(args: Vec<String>) -> Result<(LabOptions, Vec<String>), String> {
+        let mut opts = LabOptions::default();
+        let mut rest = Vec::new();
+        let mut it = args.into_iter();
+        while let Some(a) = it.next() {
+            match a.as_str() {
+                "--nodes" => {
+                    opts.nodes = it.next().and_then(|v| v.parse().ok()).ok_or("--nodes takes a number")?;
+                }
+                "--services" => opts.services = true,
+                "--propagation-delay-ms" => {
+                    let ms: u64 = it.next().and_then(|v| v.parse().ok()).ok_or("--propagation-delay-ms takes a number")?;
+                    opts.propagation_delay = Duration::from_millis(ms);
+                }
+                _ => rest.push(a),
+            }
+        }
+        Ok((opts, rest))
+    }
+
+    /// The agents these options call for, with the lab's standard image emulations.
+    pub fn agents(&self) -> Vec<crate::supervisor::Agent> {
+        let mut agents = Vec::new();
+        if self.services {
+            agents.push(crate::netsvc::agent(self));
+        }
+        if self.nodes > 0 {
+            agents.push(crate::agent::agent(self, crate::containers::default_registry()));
+        }
+        agents
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn args_round_trip() {
+        let opts = LabOptions { nodes: 3, services: true, propagation_delay: Duration::from_millis(250) };
+        let mut args = opts.args();
+        args.push("--dir".into());
+        let (parsed, rest) = LabOptions::parse_args(args).expect("parse");
+        assert_eq!(parsed, opts);
+        assert_eq!(rest, vec!["--dir".to_owned()]);
+        assert!(LabOptions::parse_args(vec!["--nodes".into(), "x".into()]).is_err());
+    }
+}

@@ -19,7 +19,7 @@ use nix::unistd::Pid;
 
 use crate::binaries::{Binaries, find_k8s_bin_dir};
 use crate::state::{LabState, ReadyLine};
-use crate::{LabError, LabLayout};
+use crate::{LabError, LabLayout, LabOptions};
 
 /// How long [`TestCluster::start`] waits for the ready line.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -62,6 +62,16 @@ impl TestCluster {
 
     /// [`TestCluster::start`] with an explicit directory of Kubernetes binaries (passed as `--bin-dir`).
     pub fn start_with_bin_dir(supervisor_exe: &Path, bin_dir: &Path) -> Result<TestCluster, LabError> {
+        Self::start_lab_with_bin_dir(supervisor_exe, bin_dir, &LabOptions::default())
+    }
+
+    /// Starts a lab: the control plane plus the node agent and service networking that `lab` asks for.
+    pub fn start_lab(supervisor_exe: &Path, lab: &LabOptions) -> Result<TestCluster, LabError> {
+        Self::start_lab_with_bin_dir(supervisor_exe, &find_k8s_bin_dir()?, lab)
+    }
+
+    /// [`TestCluster::start_lab`] with an explicit directory of Kubernetes binaries.
+    pub fn start_lab_with_bin_dir(supervisor_exe: &Path, bin_dir: &Path, lab: &LabOptions) -> Result<TestCluster, LabError> {
         let began = Instant::now();
         Binaries::locate(Some(bin_dir))?; // fail here, with the install hint, rather than in the supervisor
         let parent = std::env::var_os(TMPDIR_ENV)
@@ -85,6 +95,7 @@ impl TestCluster {
             .arg("--bin-dir")
             .arg(bin_dir)
             .arg("--exit-on-stdin-eof")
+            .args(lab.args())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(stderr))

@@ -119,4 +119,13 @@ pub struct SuperviseArgs {
     /// Shut down when standard input closes (the parent died).
     #[arg(long)]
     pub exit_on_stdin_eof: bool,
+    /// Emulated nodes (0: control plane only).
+    #[arg(long, default_value_t = 0)]
+    pub nodes: u32,
+    /// Run service networking (ClusterIP forwarding, load balancers).
+    #[arg(long)]
+    pub services: bool,
+    /// Delay before Service and Endpoints changes reach the forwarders, in milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    pub propagation_delay_ms: u64,
 }

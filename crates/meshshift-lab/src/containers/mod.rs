@@ -177,3 +177,8 @@ impl ImageRegistry {
 pub fn image_name(container: &Container) -> &str {
     container.image.as_deref().and_then(meshshift_core::version::image_component).unwrap_or_default()
 }
+
+/// The lab's image emulations, most specific first. (Filled in as the emulations land.)
+pub fn default_registry() -> ImageRegistry {
+    ImageRegistry::new()
+}
