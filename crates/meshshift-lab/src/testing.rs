@@ -203,6 +203,28 @@ impl TestCluster {
         self.supervisor.id()
     }
 
+    /// Runs `f` on a thread that has entered the lab's network namespace, with a current-thread tokio
+    /// runtime: sockets it opens live inside the lab, so a test can reach pod IPs (10.244.x.y) and
+    /// ClusterIPs (10.96.x.y) or serve on them. Needs the right to `setns` (root).
+    pub fn inside<F, Fut, R>(&self, f: F) -> Result<R, LabError>
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = R>,
+        R: Send + 'static,
+    {
+        let path = PathBuf::from(format!("/proc/{}/ns/net", self.supervisor_pid()));
+        let ns = std::fs::File::open(&path).map_err(|e| LabError::io("open", &path, e))?;
+        let worker = std::thread::spawn(move || -> Result<R, std::io::Error> {
+            nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).map_err(std::io::Error::from)?;
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            Ok(rt.block_on(f()))
+        });
+        match worker.join() {
+            Ok(result) => result.map_err(|e| LabError::io("enter the network namespace of", &path, e)),
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    }
+
     /// Wall time from [`TestCluster::start`] until the ready line.
     pub fn startup_time(&self) -> Duration {
         self.startup

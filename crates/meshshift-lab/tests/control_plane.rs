@@ -448,3 +448,18 @@ fn a_failing_apiserver_is_reported_with_its_log() {
     assert!(text.contains("kube-apiserver exited unexpectedly"), "{text}");
     assert!(text.contains("fake apiserver: cannot serve"), "the apiserver log tail is missing: {text}");
 }
+
+/// A test thread can enter the lab's namespace: the apiserver's advertise address (10.244.255.254) is
+/// local there and nowhere else.
+#[test]
+fn tests_can_run_code_inside_the_lab_network_namespace() {
+    let cluster = start();
+    let reached = cluster
+        .inside(|| async { tokio::net::TcpStream::connect("10.244.255.254:6443").await.is_ok() })
+        .expect("enter the lab namespace");
+    assert!(reached, "the apiserver's advertise address answers inside the lab");
+    let bound = cluster
+        .inside(|| async { tokio::net::TcpListener::bind("10.244.7.7:8080").await.map(|l| l.local_addr().ok()) })
+        .expect("enter the lab namespace");
+    assert_eq!(bound.expect("bind a pod IP inside the lab").map(|a| a.to_string()).as_deref(), Some("10.244.7.7:8080"));
+}
