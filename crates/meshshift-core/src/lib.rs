@@ -11,6 +11,7 @@ pub mod finding;
 pub mod model;
 pub mod path;
 pub mod proxy;
+pub mod render;
 pub mod selector;
 pub mod status;
 pub mod version;
