@@ -8,8 +8,10 @@
 
 pub mod connect;
 pub mod convert;
+pub mod install;
 pub mod list;
 pub mod manifest;
+pub mod rollout;
 pub mod snapshot;
 
 pub use connect::{ConnectError, ConnectOptions, connect};

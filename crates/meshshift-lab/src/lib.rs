@@ -16,6 +16,7 @@
 pub mod agent;
 pub mod binaries;
 pub mod containers;
+pub mod daemon;
 mod error;
 pub mod kubeconfig;
 pub mod layout;

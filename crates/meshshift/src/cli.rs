@@ -102,6 +102,18 @@ pub struct StatusArgs {
 /// `meshshift lab ...`.
 #[derive(Debug, Subcommand)]
 pub enum LabCommand {
+    /// Start a lab: a real control plane with emulated nodes and service networking, in the background.
+    Up(LabUpArgs),
+    /// Stop the lab and remove its directory.
+    Down(LabDirArgs),
+    /// Show whether the lab runs, and its nodes and load balancers.
+    Status(LabDirArgs),
+    /// Print shell exports for the lab (KUBECONFIG, ingress address).
+    Env(LabDirArgs),
+    /// Install an Istio control plane revision (and gateways) into the lab.
+    InstallIstio(InstallIstioArgs),
+    /// Install bookinfo into the lab.
+    InstallBookinfo(InstallBookinfoArgs),
     /// Run a lab control plane in the foreground (used by `lab up` and by tests).
     #[command(hide = true)]
     Supervise(SuperviseArgs),
@@ -128,4 +140,69 @@ pub struct SuperviseArgs {
     /// Delay before Service and Endpoints changes reach the forwarders, in milliseconds.
     #[arg(long, default_value_t = 1000)]
     pub propagation_delay_ms: u64,
+}
+
+/// The lab directory.
+#[derive(Debug, Clone, Args)]
+pub struct LabDirArgs {
+    /// The lab's directory (default: $MESHSHIFT_LAB_DIR, else ~/.local/state/meshshift/lab).
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+}
+
+/// `meshshift lab up`.
+#[derive(Debug, Args)]
+pub struct LabUpArgs {
+    /// The lab directory.
+    #[command(flatten)]
+    pub dir: LabDirArgs,
+    /// Emulated nodes.
+    #[arg(long, default_value_t = 3)]
+    pub nodes: u32,
+    /// Delay before Service and Endpoints changes reach the forwarders, in milliseconds (kube-proxy lag).
+    #[arg(long, default_value_t = 1000)]
+    pub propagation_delay_ms: u64,
+}
+
+/// `meshshift lab install-istio`.
+#[derive(Debug, Args)]
+pub struct InstallIstioArgs {
+    /// The lab directory.
+    #[command(flatten)]
+    pub dir: LabDirArgs,
+    /// Istio version (1.9 or later), e.g. 1.9.7.
+    #[arg(long)]
+    pub version: String,
+    /// Revision name (default: derived from the version, e.g. 1-9-7).
+    #[arg(long, conflicts_with = "default")]
+    pub revision: Option<String>,
+    /// Install as the default (non-revisioned) control plane.
+    #[arg(long)]
+    pub default: bool,
+    /// Ingress gateway(s) of this revision to deploy, as [NAMESPACE/]NAME (namespace default istio-ingress).
+    #[arg(long, value_name = "[NS/]NAME")]
+    pub gateway: Vec<String>,
+    /// Deploy gateways with an explicit proxy image instead of by injection.
+    #[arg(long)]
+    pub legacy_gateway: bool,
+    /// Also create the user-owned LoadBalancer Service NS/NAME selecting this revision's gateway (if absent).
+    #[arg(long, value_name = "NS/NAME")]
+    pub load_balancer: Option<String>,
+}
+
+/// `meshshift lab install-bookinfo`.
+#[derive(Debug, Args)]
+pub struct InstallBookinfoArgs {
+    /// The lab directory.
+    #[command(flatten)]
+    pub dir: LabDirArgs,
+    /// Namespace.
+    #[arg(long, default_value = "bookinfo")]
+    pub namespace: String,
+    /// Replicas of each Deployment.
+    #[arg(long, default_value_t = 2)]
+    pub replicas: u32,
+    /// Label the namespace for this revision (istio.io/rev); `default` labels istio-injection=enabled.
+    #[arg(long)]
+    pub revision: Option<String>,
 }

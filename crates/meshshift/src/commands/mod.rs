@@ -20,5 +20,6 @@ pub async fn run(cli: Cli) -> ExitCode {
         }
         // Dispatched in main before the runtime starts.
         Command::Lab(LabCommand::Supervise(_)) => Code::Usage.into(),
+        Command::Lab(cmd) => lab::run(cmd).await.into(),
     }
 }
