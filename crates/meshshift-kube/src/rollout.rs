@@ -29,10 +29,13 @@ pub fn rollout_status(d: &Deployment) -> Rollout {
     if status.observed_generation.unwrap_or(0) < generation {
         return Rollout::Progressing("waiting for the deployment spec update to be observed".into());
     }
-    if let Some(c) = status.conditions.iter().flatten().find(|c| c.type_ == "Progressing") {
-        if c.reason.as_deref() == Some("ProgressDeadlineExceeded") {
-            return Rollout::Failed(format!("progress deadline exceeded: {}", c.message.clone().unwrap_or_default()));
-        }
+    let deadline = status
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| c.type_ == "Progressing" && c.reason.as_deref() == Some("ProgressDeadlineExceeded"));
+    if let Some(c) = deadline {
+        return Rollout::Failed(format!("progress deadline exceeded: {}", c.message.clone().unwrap_or_default()));
     }
     let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
     let updated = status.updated_replicas.unwrap_or(0);
