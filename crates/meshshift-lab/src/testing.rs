@@ -369,7 +369,7 @@ fn wait_timeout(child: &mut Child, limit: Duration) -> Option<std::process::Exit
 }
 
 /// The last lines of every component log, formatted for an error message.
-fn log_tails(layout: &LabLayout) -> String {
+pub(crate) fn log_tails(layout: &LabLayout) -> String {
     let mut out = String::new();
     for name in LOGS {
         let path = layout.log(name);
