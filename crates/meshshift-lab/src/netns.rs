@@ -2,8 +2,8 @@
 //!
 //! Why: Endpoints validation rejects loopback pod IPs, so emulated pods need real-looking addresses. In a
 //! namespace of our own, `ip route add local 10.244.0.0/16 dev lo` makes every pod address local, and the
-//! same for the service range; none of that traffic can ever reach the host's network. Fixed ports
-//! (2379, 6443) are safe because every lab has its own namespace.
+//! same for the service and load balancer ranges; none of that traffic can ever reach the host's network.
+//! Fixed ports (2379, 6443) are safe because every lab has its own namespace.
 
 use std::process::Command;
 
@@ -17,6 +17,8 @@ use crate::binaries::which;
 pub const POD_CIDR: &str = "10.244.0.0/16";
 /// Service addresses (local inside the namespace); the apiserver's `--service-cluster-ip-range`.
 pub const SERVICE_CIDR: &str = "10.96.0.0/16";
+/// Load balancer ingress addresses (local inside the namespace); see `netsvc`.
+pub const LOAD_BALANCER_CIDR: &str = "10.250.0.0/24";
 /// The apiserver's advertise address: must be a non-loopback address local to the namespace.
 pub const ADVERTISE_ADDRESS: &str = "10.244.255.254";
 /// The ClusterIP of the `kubernetes` Service (first address of [`SERVICE_CIDR`]).
@@ -76,8 +78,8 @@ fn enter_user_namespace() -> Result<(), String> {
     Ok(())
 }
 
-/// Brings up loopback and makes the pod and service ranges local. Runs the `ip` binary, which inherits our
-/// namespace.
+/// Brings up loopback and makes the pod, service and load balancer ranges local. Runs the `ip` binary,
+/// which inherits our namespace.
 pub(crate) fn configure() -> Result<(), LabError> {
     let ip = ["/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip", "/bin/ip"]
         .iter()
@@ -88,10 +90,11 @@ pub(crate) fn configure() -> Result<(), LabError> {
             command: "ip".into(),
             detail: "the `ip` command was not found".into(),
         })?;
-    let steps: [&[&str]; 3] = [
+    let steps: [&[&str]; 4] = [
         &["link", "set", "lo", "up"],
         &["route", "add", "local", POD_CIDR, "dev", "lo"],
         &["route", "add", "local", SERVICE_CIDR, "dev", "lo"],
+        &["route", "add", "local", LOAD_BALANCER_CIDR, "dev", "lo"],
     ];
     for args in steps {
         let command = format!("ip {}", args.join(" "));

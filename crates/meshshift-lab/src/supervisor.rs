@@ -18,8 +18,10 @@ use std::fs::OpenOptions;
 use std::future::Future;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use nix::fcntl::{Flock, FlockArg};
@@ -81,6 +83,10 @@ pub struct AgentContext {
     pub pki: PkiFiles,
     /// Becomes `true` when the supervisor stops; agents should return promptly then.
     pub shutdown: watch::Receiver<bool>,
+    /// The host's network namespace (`/proc/self/ns/net` opened before the unshare), for agents that must
+    /// open host-side sockets (a thread that `setns`es into it binds them; see `netsvc`). `None` if it
+    /// could not be opened. Entering it needs root: an unprivileged lab holds it but `setns` fails.
+    pub host_netns: Option<Arc<OwnedFd>>,
 }
 
 /// How to run a supervisor. Build it with [`SupervisorOptions::new`] and set the public fields.
@@ -143,6 +149,7 @@ pub fn run(opts: SupervisorOptions) -> Result<(), LabError> {
     let host = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0));
     let listener = std::net::TcpListener::bind(host).map_err(|e| LabError::io("listen on", "127.0.0.1:0", e))?;
     let host_port = listener.local_addr().map_err(|e| LabError::io("inspect", "the host listener", e))?.port();
+    let host_netns = open_host_netns();
 
     let namespace = netns::enter()?;
     netns::configure()?;
@@ -155,7 +162,7 @@ pub fn run(opts: SupervisorOptions) -> Result<(), LabError> {
         .enable_all()
         .build()
         .map_err(|e| LabError::io("start the async runtime in", layout.root(), e))?;
-    let lab = Lab { layout: layout.clone(), binaries, pki, host_port, namespace, started, opts };
+    let lab = Lab { layout: layout.clone(), binaries, pki, host_port, host_netns, namespace, started, opts };
     let result = runtime.block_on(lab.supervise(listener));
     // Agents and forwarded connections are abandoned here; the stdin reader thread may be blocked in read(2).
     runtime.shutdown_timeout(Duration::from_secs(1));
@@ -185,6 +192,7 @@ struct Lab {
     binaries: Binaries,
     pki: PkiFiles,
     host_port: u16,
+    host_netns: Option<Arc<OwnedFd>>,
     namespace: NamespaceKind,
     started: (Instant, SystemTime),
     opts: SupervisorOptions,
@@ -252,6 +260,7 @@ impl Lab {
                 inside_kubeconfig: inside_kubeconfig.clone(),
                 pki: self.pki.clone(),
                 shutdown: shutdown.clone(),
+                host_netns: self.host_netns.clone(),
             };
             let (name, future) = (agent.name, (agent.start)(ctx));
             let events_tx = events_tx.clone();
@@ -384,6 +393,18 @@ fn lock_dir(l: &LabLayout) -> Result<Flock<std::fs::File>, LabError> {
         Ok(lock) => Ok(lock),
         Err((_, nix::errno::Errno::EWOULDBLOCK)) => Err(LabError::DirLocked { dir: l.root().to_path_buf() }),
         Err((_, source)) => Err(LabError::Sys { action: "flock(supervisor.lock)", source }),
+    }
+}
+
+/// Opens the current (host) network namespace, to be kept across the unshare. The descriptor is
+/// close-on-exec, so components do not inherit it. Failure only costs host-side load balancer ports.
+fn open_host_netns() -> Option<Arc<OwnedFd>> {
+    match std::fs::File::open("/proc/self/ns/net") {
+        Ok(file) => Some(Arc::new(OwnedFd::from(file))),
+        Err(err) => {
+            tracing::warn!(%err, "could not open /proc/self/ns/net: agents cannot open host-side listeners");
+            None
+        }
     }
 }
 

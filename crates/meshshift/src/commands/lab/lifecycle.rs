@@ -7,6 +7,7 @@ use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, ListParams};
 use meshshift_lab::LabOptions;
 use meshshift_lab::daemon::{self, Down, Up};
+use meshshift_lab::netsvc::LoadBalancers;
 
 use super::dir;
 use crate::cli::{LabDirArgs, LabUpArgs};
@@ -47,6 +48,11 @@ pub async fn up(args: &LabUpArgs) -> anyhow::Result<Code> {
         }
     };
     println!("export KUBECONFIG={}", state.kubeconfig.display());
+    // The first HTTP port of the first load balancer is the lab's ingress.
+    let lbs = LoadBalancers::read(&dir)?;
+    if let Some(host) = lbs.iter().filter(|l| l.port == 80 || l.port_name.as_deref().is_some_and(|n| n.starts_with("http"))).find_map(|l| l.host) {
+        println!("export MESHSHIFT_INGRESS=http://{host}");
+    }
     Ok(Code::Ok)
 }
 
@@ -80,6 +86,10 @@ pub async fn status(args: &LabDirArgs) -> anyhow::Result<Code> {
             .unwrap_or_else(|| "Unknown".to_owned());
         println!("node {} Ready={ready}", n.metadata.name.unwrap_or_default());
     }
+    for lb in LoadBalancers::read(&dir)? {
+        let host = lb.host.map(|h| h.to_string()).unwrap_or_else(|| "-".to_owned());
+        println!("load balancer {}/{}:{} ingress {} host {host}", lb.namespace, lb.name, lb.port, lb.ingress_ip);
+    }
     Ok(Code::Ok)
 }
 
@@ -89,5 +99,10 @@ pub fn env(args: &LabDirArgs) -> anyhow::Result<Code> {
         anyhow::bail!("no lab is running in {}; start one with `meshshift lab up`", dir.display());
     };
     println!("export KUBECONFIG={}", state.kubeconfig.display());
+    // The first HTTP port of the first load balancer is the lab's ingress.
+    let lbs = LoadBalancers::read(&dir)?;
+    if let Some(host) = lbs.iter().filter(|l| l.port == 80 || l.port_name.as_deref().is_some_and(|n| n.starts_with("http"))).find_map(|l| l.host) {
+        println!("export MESHSHIFT_INGRESS=http://{host}");
+    }
     Ok(Code::Ok)
 }
