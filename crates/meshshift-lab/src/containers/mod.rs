@@ -181,4 +181,9 @@ pub fn image_name(container: &Container) -> &str {
 /// The lab's image emulations, most specific first. (Filled in as the emulations land.)
 pub fn default_registry() -> ImageRegistry {
     ImageRegistry::new()
+        .with(Arc::new(istiod::IstiodImage::new()))
+        .with(Arc::new(proxy::ProxyImage::new()))
+        .with(Arc::new(bookinfo::Bookinfo))
+        // Keep last: it matches every container.
+        .with(Arc::new(generic::GenericHttp))
 }

@@ -8,6 +8,9 @@
 //! JSON object per line. A proxy is "connected" while pings arrive; when the connection drops it keeps its
 //! last config (as Envoy does) but reports not ready.
 
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde::{Deserialize, Serialize};
 
 /// The config-stream port on istiod.
@@ -41,7 +44,7 @@ pub enum ClientMessage {
 }
 
 /// A Service as proxies see it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServiceEntry {
     /// Namespace.
     pub namespace: String,
@@ -51,6 +54,15 @@ pub struct ServiceEntry {
     pub cluster_ip: String,
     /// Ports (port, name).
     pub ports: Vec<(u16, Option<String>)>,
+    /// Ports with their `targetPort` (a number, or the name of a container port), as in the Service spec.
+    /// A gateway needs them: a Gateway server's `port.number` is a port of the gateway's Service, and the
+    /// router listens on its target port (legacy chart: 80 -> 8080). Empty when istiod does not send them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub target_ports: Vec<(u16, IntOrString)>,
+    /// The Service's pod selector (`spec.selector`): tells a gateway which Services are its own, and a
+    /// sidecar which Service it serves (for telemetry). Empty when istiod does not send it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub selector: BTreeMap<String, String>,
 }
 
 /// The config an istiod pushes: the Istio objects its revision sees, and the Services.
