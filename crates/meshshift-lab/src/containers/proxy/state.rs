@@ -162,18 +162,21 @@ impl ProxyState {
         *self.draining.borrow()
     }
 
-    /// The readiness verdict: ready only while connected AND configured AND not draining.
+    /// The readiness verdict, as Istio's pilot-agent gives it: a proxy becomes ready once it has received
+    /// its first config from an istiod that accepted it, and stays ready (serving its last config) when
+    /// the connection is lost later, until it drains. So running proxies survive the loss of their istiod,
+    /// while new proxies of a revision without istiod never become ready: the seed's failure mode.
     pub fn readiness(&self) -> Readiness {
         if self.draining() {
             Readiness::Draining
+        } else if self.config.borrow().is_some() {
+            Readiness::Ready
         } else if let Some(reason) = self.rejected.borrow().clone() {
             Readiness::Rejected(reason)
         } else if !self.connected() {
             Readiness::NotConnected
-        } else if self.config.borrow().is_none() {
-            Readiness::NoConfig
         } else {
-            Readiness::Ready
+            Readiness::NoConfig
         }
     }
 }
@@ -194,20 +197,18 @@ mod tests {
     }
 
     #[test]
-    fn ready_needs_connection_and_config_and_no_drain() {
+    fn ready_once_configured_until_draining() {
         let state = ProxyState::new(identity());
         assert_eq!(state.readiness(), Readiness::NotConnected);
+        state.set_rejected("skew".into());
+        assert_eq!(state.readiness(), Readiness::Rejected("skew".into()), "a rejected proxy never becomes ready");
         state.set_connected(true);
         assert_eq!(state.readiness(), Readiness::NoConfig);
         state.set_config(ConfigSnapshot::default());
         assert!(state.readiness().is_ready());
         state.set_connected(false);
-        assert_eq!(state.readiness(), Readiness::NotConnected);
+        assert!(state.readiness().is_ready(), "losing istiod later keeps the proxy ready on its last config");
         assert!(state.config().is_some(), "the last config is kept");
-        state.set_rejected("skew".into());
-        assert_eq!(state.readiness(), Readiness::Rejected("skew".into()));
-        state.set_connected(true);
-        assert!(state.readiness().is_ready(), "an accepted reconnection clears the rejection");
         state.start_draining();
         assert_eq!(state.readiness(), Readiness::Draining);
     }

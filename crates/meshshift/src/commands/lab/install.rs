@@ -47,7 +47,9 @@ pub async fn istio(args: &InstallIstioArgs) -> anyhow::Result<Code> {
         let (ns, name) = split_ref(g, "istio-ingress");
         let mut spec = GatewaySpec::new(&ns, revision.clone(), version.clone());
         spec.name = name;
-        spec.injected = !args.legacy_gateway;
+        // 1.9's revision injector selects namespaces only (no `rev.object` webhook), so a gateway of a
+        // 1.9 revision in an unlabelled gateway namespace would never be injected: deploy it legacy-style.
+        spec.injected = !args.legacy_gateway && render::has_split_injector(&version);
         gateway_docs.push(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}));
         gateway_docs.extend(render::gateway(&spec));
         selectors.push((ns, spec.selector()));
