@@ -7,7 +7,7 @@ use clap_complete::Shell;
 
 /// Zero-downtime blue/green Istio revision upgrades, proven under traffic.
 #[derive(Debug, Parser)]
-#[command(name = "meshshift", version, about, propagate_version = true)]
+#[command(name = "meshshift", version, about)]
 pub struct Cli {
     /// Options every command takes.
     #[command(flatten)]
@@ -205,4 +205,14 @@ pub struct InstallBookinfoArgs {
     /// Label the namespace for this revision (istio.io/rev); `default` labels istio-injection=enabled.
     #[arg(long)]
     pub revision: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn arguments_are_consistent() {
+        super::Cli::command().debug_assert();
+    }
 }
