@@ -11,13 +11,16 @@ use std::collections::BTreeMap;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, PostParams};
+use pkcs8::der::Encode;
+use pkcs8::der::asn1::{AnyRef, OctetStringRef};
+use pkcs8::{AlgorithmIdentifierRef, PrivateKeyInfoRef};
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod,
-    KeyPair, KeyUsagePurpose,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose,
 };
+use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-
-use super::der;
+use x509_parser::prelude::{FromDer, X509Certificate};
 
 /// The plugged-in CA Secret.
 pub const CACERTS_SECRET: &str = "cacerts";
@@ -60,9 +63,9 @@ pub enum CaError {
         /// What is wrong.
         detail: String,
     },
-    /// The CA certificate's DER is beyond what istiod can sign with.
+    /// A certificate that cannot be parsed, or a leaf whose issuer name is not its CA's subject.
     #[error("CA certificate: {0}")]
-    Der(#[from] der::DerError),
+    Certificate(String),
     /// rcgen refused.
     #[error("certificate generation: {0}")]
     Rcgen(#[from] rcgen::Error),
@@ -119,22 +122,57 @@ fn bad(secret: &'static str, detail: impl Into<String>) -> CaError {
 }
 
 fn certs_from_pem(pem: &str, secret: &'static str) -> Result<Vec<CertificateDer<'static>>, CaError> {
-    rustls_pemfile::certs(&mut pem.as_bytes())
+    CertificateDer::pem_slice_iter(pem.as_bytes())
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| bad(secret, format!("unreadable certificate PEM: {e}")))
 }
 
+/// The CA key, in any of the PEM forms `cacerts` holds in practice: PKCS#8 (`PRIVATE KEY`), PKCS#1
+/// (`RSA PRIVATE KEY`) or SEC1 (`EC PRIVATE KEY`). rcgen with ring reads PKCS#8 only, so the other two
+/// are wrapped into a PKCS#8 `PrivateKeyInfo` first.
 fn key_from_pem(pem: &str, secret: &'static str) -> Result<KeyPair, CaError> {
-    let key = rustls_pemfile::private_key(&mut pem.as_bytes())
-        .map_err(|e| bad(secret, format!("unreadable key PEM: {e}")))?
-        .ok_or_else(|| bad(secret, format!("{CA_KEY} holds no private key")))?;
-    let pkcs8 = match key {
-        PrivateKeyDer::Pkcs8(k) => k.secret_pkcs8_der().to_vec(),
-        PrivateKeyDer::Pkcs1(k) => der::pkcs8_from_pkcs1(k.secret_pkcs1_der()),
-        PrivateKeyDer::Sec1(k) => der::pkcs8_from_sec1(k.secret_sec1_der())?,
-        _ => return Err(bad(secret, "unsupported private key format")),
-    };
+    let key = PrivateKeyDer::from_pem_slice(pem.as_bytes()).map_err(|e| match e {
+        pem::Error::NoItemsFound => bad(secret, format!("{CA_KEY} holds no private key")),
+        e => bad(secret, format!("unreadable key PEM: {e}")),
+    })?;
+    let pkcs8 = match &key {
+        PrivateKeyDer::Pkcs8(k) => Ok(k.secret_pkcs8_der().to_vec()),
+        PrivateKeyDer::Pkcs1(k) => wrap_pkcs8(pkcs1::ALGORITHM_ID, k.secret_pkcs1_der()),
+        PrivateKeyDer::Sec1(k) => sec1::EcPrivateKey::try_from(k.secret_sec1_der())
+            .map_err(|e| e.to_string())
+            .and_then(|ec| ec.parameters.and_then(sec1::EcParameters::named_curve).ok_or_else(|| "no named curve".into()))
+            .and_then(|curve| {
+                let algorithm = AlgorithmIdentifierRef { oid: sec1::ALGORITHM_OID, parameters: Some(AnyRef::from(&curve)) };
+                wrap_pkcs8(algorithm, k.secret_sec1_der())
+            }),
+        _ => Err("unsupported private key format".to_owned()),
+    }
+    .map_err(|e| bad(secret, format!("unusable CA key: {e}")))?;
     KeyPair::try_from(&PrivatePkcs8KeyDer::from(pkcs8)).map_err(|e| bad(secret, format!("unusable CA key: {e}")))
+}
+
+/// A PKCS#8 `PrivateKeyInfo` (DER) holding `private_key` of type `algorithm`.
+fn wrap_pkcs8(algorithm: AlgorithmIdentifierRef<'_>, private_key: &[u8]) -> Result<Vec<u8>, String> {
+    let private_key = OctetStringRef::new(private_key).map_err(|e| e.to_string())?;
+    PrivateKeyInfoRef::new(algorithm, private_key).to_der().map_err(|e| e.to_string())
+}
+
+/// Checks that `leaf` names `ca` as its issuer exactly: clients chain a leaf to its CA by comparing the
+/// leaf's issuer Name with the CA's subject byte for byte, and rcgen re-encodes the subject it read.
+fn check_issued_by(leaf: &[u8], ca: &[u8]) -> Result<(), CaError> {
+    let parse = |der, what| {
+        X509Certificate::from_der(der).map(|(_, c)| c).map_err(|e| CaError::Certificate(format!("{what}: {e}")))
+    };
+    let (leaf, ca) = (parse(leaf, "leaf")?, parse(ca, "CA")?);
+    if leaf.issuer().as_raw() == ca.subject().as_raw() {
+        Ok(())
+    } else {
+        Err(CaError::Certificate(format!(
+            "the leaf's issuer ({}) is not encoded as the CA's subject ({})",
+            leaf.issuer(),
+            ca.subject()
+        )))
+    }
 }
 
 fn validity(params: &mut CertificateParams, days: i64) {
@@ -180,14 +218,8 @@ impl RootCa {
             .next()
             .ok_or_else(|| bad(secret, format!("{CA_CERT} holds no certificate")))?;
         let key = key_from_pem(ca_key, secret)?;
-        let names = der::cert_names(&ca_der)?;
-        let mut params = CertificateParams::default();
-        params.distinguished_name = der::distinguished_name(names.subject)?;
-        params.key_identifier_method = match names.subject_key_id {
-            Some(id) => KeyIdMethod::PreSpecified(id),
-            None => KeyIdMethod::Sha256,
-        };
-        params.key_usages = ca_key_usages();
+        // Subject, subject key identifier and key usages as the certificate states them.
+        let issuer = Issuer::from_ca_cert_der(&ca_der, key)?;
         let root_cert_pem = match root_cert.map(str::trim).filter(|r| !r.is_empty()) {
             Some(root) => {
                 certs_from_pem(root, secret)?
@@ -204,7 +236,7 @@ impl RootCa {
             }
         }
         Ok(RootCa {
-            issuer: Issuer::new(params, key),
+            issuer,
             ca_cert_der: ca_der.to_vec(),
             ca_cert_pem: format!("{}\n", ca_cert.trim()),
             root_cert_pem,
@@ -270,7 +302,7 @@ impl RootCa {
         validity(&mut params, LEAF_DAYS);
         let key = KeyPair::generate()?;
         let cert = params.signed_by(&key, &self.issuer)?;
-        der::check_issued_by(cert.der(), &self.ca_cert_der)?;
+        check_issued_by(cert.der(), &self.ca_cert_der)?;
         let mut chain = vec![cert.der().clone()];
         chain.extend(self.chain.iter().cloned());
         Ok(ServingCert { chain, key: PrivateKeyDer::Pkcs8(key.serialize_der().into()) })
@@ -315,6 +347,9 @@ mod tests {
     const CHAIN: &str = include_str!("testdata/cert-chain.pem");
     const EC_CERT: &str = include_str!("testdata/ec-cert.pem");
     const EC_KEY: &str = include_str!("testdata/ec-key.pem");
+    /// A CA whose subject repeats an attribute type (`OU=Mesh, OU=Lab`), made with openssl.
+    const DUP_OU_CERT: &str = include_str!("testdata/dup-ou-cert.pem");
+    const DUP_OU_KEY: &str = include_str!("testdata/dup-ou-key.pem");
 
     /// Verifies `cert` with webpki (what rustls clients run), trusting `root`.
     fn verify(cert: &ServingCert, root: &str, name: &str) {
@@ -388,5 +423,75 @@ mod tests {
         // A key that does not belong to the certificate signs leaves that do not verify: detected by
         // clients, not here; but a mismatched name never reaches them.
         assert!(RootCa::from_pem("", INTERMEDIATE_KEY, None, None, CaSource::PluggedIn).is_err());
+        let garbage = "-----BEGIN CERTIFICATE-----\nMAUB\n-----END CERTIFICATE-----\n";
+        assert!(RootCa::from_pem(garbage, INTERMEDIATE_KEY, None, None, CaSource::PluggedIn).is_err());
+    }
+
+    fn ca_with(dn: DistinguishedName) -> (rcgen::Certificate, KeyPair) {
+        let mut params = CertificateParams::default();
+        params.distinguished_name = dn;
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = ca_key_usages();
+        validity(&mut params, 1);
+        let key = KeyPair::generate().expect("key");
+        (params.self_signed(&key).expect("ca"), key)
+    }
+
+    #[test]
+    fn a_subject_of_mixed_string_types_is_named_exactly_in_issued_leaves() {
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::OrganizationName, "cluster.local");
+        dn.push(DnType::CommonName, rcgen::DnValue::PrintableString("Root CA".try_into().expect("printable")));
+        dn.push(DnType::CountryName, "US");
+        dn.push(
+            DnType::CustomDnType(vec![1, 2, 840, 113549, 1, 9, 1]),
+            rcgen::DnValue::Ia5String("ca@example.com".try_into().expect("ia5")),
+        );
+        let (ca_cert, key) = ca_with(dn);
+        let ca = RootCa::from_pem(&ca_cert.pem(), &key.serialize_pem(), None, None, CaSource::PluggedIn).expect("ca");
+        let cert = ca.issue_serving(&names()).expect("leaf");
+        check_issued_by(&cert.chain[0], ca_cert.der()).expect("issuer matches");
+        verify(&cert, &ca.root_cert_pem, "istiod.istio-system.svc");
+
+        // The leaf's authority key identifier is the CA's subject key identifier.
+        let (_, ca_x509) = X509Certificate::from_der(ca_cert.der()).expect("ca");
+        let (_, leaf_x509) = X509Certificate::from_der(&cert.chain[0]).expect("leaf");
+        let ski = ca_x509.iter_extensions().find_map(|e| match e.parsed_extension() {
+            x509_parser::extensions::ParsedExtension::SubjectKeyIdentifier(id) => Some(id.0.to_vec()),
+            _ => None,
+        });
+        let aki = leaf_x509.iter_extensions().find_map(|e| match e.parsed_extension() {
+            x509_parser::extensions::ParsedExtension::AuthorityKeyIdentifier(aki) => {
+                aki.key_identifier.as_ref().map(|id| id.0.to_vec())
+            }
+            _ => None,
+        });
+        assert!(ski.is_some());
+        assert_eq!(aki, ski);
+    }
+
+    #[test]
+    fn a_wrong_issuer_is_detected() {
+        let mut a = DistinguishedName::new();
+        a.push(DnType::CommonName, "a");
+        let (ca, _) = ca_with(a);
+        let mut b = DistinguishedName::new();
+        b.push(DnType::CommonName, "b");
+        let (other, _) = ca_with(b);
+        assert!(matches!(check_issued_by(other.der(), ca.der()), Err(CaError::Certificate(_))));
+        assert!(check_issued_by(ca.der(), ca.der()).is_ok(), "self-signed");
+        assert!(check_issued_by(&[], ca.der()).is_err());
+        assert!(check_issued_by(&[0x30, 0x05, 0x01], ca.der()).is_err());
+        assert!(check_issued_by(ca.der(), &[0x04, 0x00]).is_err());
+    }
+
+    #[test]
+    fn a_ca_whose_subject_cannot_be_named_exactly_issues_nothing() {
+        // rcgen keeps one value per attribute type, so a leaf would name `O=Example, OU=Lab, CN=Two OUs`:
+        // a certificate no client chains to this CA. Refused here instead of served.
+        let ca = RootCa::from_pem(DUP_OU_CERT, DUP_OU_KEY, None, None, CaSource::PluggedIn).expect("ca loads");
+        let err = ca.issue_serving(&names()).err().expect("refused");
+        assert!(matches!(err, CaError::Certificate(_)), "{err}");
+        assert!(!err.is_transient());
     }
 }

@@ -20,7 +20,8 @@ use serde::Serialize;
 use serde_json::{Map, Value, json};
 
 use super::identity::{Istiod, REV_LABEL};
-use super::jsonpatch::{OpKind, PatchOp, escape};
+use json_patch::jsonptr::{PointerBuf, Token};
+use json_patch::{AddOperation, Patch, PatchOperation, RemoveOperation, ReplaceOperation};
 
 /// The injected container's name (every version).
 pub const PROXY_CONTAINER: &str = "istio-proxy";
@@ -56,7 +57,7 @@ pub enum Injection {
     /// Leave the pod alone.
     Skipped(Skip),
     /// Apply this JSON Patch to the pod.
-    Patch(Vec<PatchOp>),
+    Patch(Patch),
 }
 
 /// Why a pod is not injected.
@@ -102,7 +103,7 @@ pub fn inject(pod: &Value, params: &InjectParams<'_>) -> Result<Injection, Injec
         sidecar_ops(&view, &ctx, &mut ops);
     }
     metadata_ops(&view, &ctx, gateway, &mut ops);
-    Ok(Injection::Patch(ops))
+    Ok(Injection::Patch(Patch(ops)))
 }
 
 /// Which template features a version has.
@@ -624,15 +625,15 @@ fn merge_container(template: Value, user: &Value) -> Value {
 }
 
 /// Inserts `item` at the front of `/spec/<field>` (creating the array when absent).
-fn prepend(view: &PodView<'_>, field: &str, item: Value, ops: &mut Vec<PatchOp>) {
+fn prepend(view: &PodView<'_>, field: &str, item: Value, ops: &mut Vec<PatchOperation>) {
     match view.spec_array(field) {
-        Some(_) => ops.push(PatchOp::add(format!("/spec/{field}/0"), item)),
-        None => ops.push(PatchOp::add(format!("/spec/{field}"), json!([item]))),
+        Some(_) => ops.push(add(path(["spec", field, "0"]), item)),
+        None => ops.push(add(path(["spec", field]), json!([item]))),
     }
 }
 
 /// Appends the template volumes the pod does not have yet.
-fn volume_ops(view: &PodView<'_>, flavor: Flavor, ops: &mut Vec<PatchOp>) {
+fn volume_ops(view: &PodView<'_>, flavor: Flavor, ops: &mut Vec<PatchOperation>) {
     let existing: Vec<&str> = view
         .spec_array("volumes")
         .into_iter()
@@ -644,13 +645,13 @@ fn volume_ops(view: &PodView<'_>, flavor: Flavor, ops: &mut Vec<PatchOp>) {
         .filter(|v| !existing.contains(&v.get("name").and_then(Value::as_str).unwrap_or_default()))
         .collect();
     if view.spec_array("volumes").is_none() {
-        ops.push(PatchOp::add("/spec/volumes", Value::Array(missing)));
+        ops.push(add(path(["spec", "volumes"]), Value::Array(missing)));
     } else {
-        ops.extend(missing.into_iter().map(|v| PatchOp::add("/spec/volumes/-", v)));
+        ops.extend(missing.into_iter().map(|v| add(path(["spec", "volumes", "-"]), v)));
     }
 }
 
-fn sidecar_ops(view: &PodView<'_>, ctx: &Ctx, ops: &mut Vec<PatchOp>) {
+fn sidecar_ops(view: &PodView<'_>, ctx: &Ctx, ops: &mut Vec<PatchOperation>) {
     let flavor = ctx.flavor;
     let proxy = proxy_container(ctx, false);
     let proxy = match view.proxy_index() {
@@ -658,10 +659,10 @@ fn sidecar_ops(view: &PodView<'_>, ctx: &Ctx, ops: &mut Vec<PatchOp>) {
             // The pod declares its own istio-proxy (resource overrides): merge it, keep its slot.
             let merged = merge_container(proxy, &view.containers[i]);
             if flavor.native {
-                ops.push(PatchOp { op: OpKind::Remove, path: format!("/spec/containers/{i}"), value: None });
+                ops.push(PatchOperation::Remove(RemoveOperation { path: container(i) }));
                 Some(merged)
             } else {
-                ops.push(PatchOp::replace(format!("/spec/containers/{i}"), merged));
+                ops.push(replace(container(i), merged));
                 None
             }
         }
@@ -673,8 +674,8 @@ fn sidecar_ops(view: &PodView<'_>, ctx: &Ctx, ops: &mut Vec<PatchOp>) {
         }
     } else {
         if let Some(proxy) = proxy {
-            let path = if ctx.hold_application { "/spec/containers/0" } else { "/spec/containers/-" };
-            ops.push(PatchOp::add(path, proxy));
+            let slot = if ctx.hold_application { "0" } else { "-" };
+            ops.push(add(path(["spec", "containers", slot]), proxy));
         }
         prepend(view, "initContainers", init_container(ctx), ops);
     }
@@ -682,19 +683,19 @@ fn sidecar_ops(view: &PodView<'_>, ctx: &Ctx, ops: &mut Vec<PatchOp>) {
     if flavor.legacy {
         match view.pod.pointer("/spec/securityContext") {
             Some(Value::Object(sc)) if sc.contains_key("fsGroup") => {}
-            Some(Value::Object(_)) => ops.push(PatchOp::add("/spec/securityContext/fsGroup", json!(1337))),
-            _ => ops.push(PatchOp::add("/spec/securityContext", json!({"fsGroup": 1337}))),
+            Some(Value::Object(_)) => ops.push(add(path(["spec", "securityContext", "fsGroup"]), json!(1337))),
+            _ => ops.push(add(path(["spec", "securityContext"]), json!({"fsGroup": 1337}))),
         }
     }
 }
 
-fn gateway_ops(view: &PodView<'_>, ctx: &Ctx, ops: &mut Vec<PatchOp>) {
+fn gateway_ops(view: &PodView<'_>, ctx: &Ctx, ops: &mut Vec<PatchOperation>) {
     let template = proxy_container(ctx, true);
     match view.proxy_index() {
         Some(i) => {
-            ops.push(PatchOp::replace(format!("/spec/containers/{i}"), merge_container(template, &view.containers[i])))
+            ops.push(replace(container(i), merge_container(template, &view.containers[i])))
         }
-        None => ops.push(PatchOp::add("/spec/containers/-", template)),
+        None => ops.push(add(path(["spec", "containers", "-"]), template)),
     }
     volume_ops(view, ctx.flavor, ops);
 }
@@ -735,7 +736,7 @@ fn status_annotation(ctx: &Ctx, gateway: bool) -> String {
 }
 
 /// Sets `entries` in the map at `/metadata/<field>`, creating it when absent and skipping unchanged keys.
-fn map_ops(view: &PodView<'_>, field: &str, entries: Vec<(&str, String)>, ops: &mut Vec<PatchOp>) {
+fn map_ops(view: &PodView<'_>, field: &str, entries: Vec<(&str, String)>, ops: &mut Vec<PatchOperation>) {
     let current = if field == "labels" { &view.labels } else { &view.annotations };
     let changed: Vec<(&str, String)> = entries.into_iter().filter(|(k, v)| current.get(*k) != Some(v)).collect();
     if changed.is_empty() {
@@ -743,15 +744,14 @@ fn map_ops(view: &PodView<'_>, field: &str, entries: Vec<(&str, String)>, ops: &
     }
     if view.pod.pointer(&format!("/metadata/{field}")).and_then(Value::as_object).is_none() {
         let map: Map<String, Value> = changed.into_iter().map(|(k, v)| (k.to_owned(), Value::String(v))).collect();
-        ops.push(PatchOp::add(format!("/metadata/{field}"), Value::Object(map)));
+        ops.push(add(path(["metadata", field]), Value::Object(map)));
     } else {
-        ops.extend(
-            changed.into_iter().map(|(k, v)| PatchOp::add(format!("/metadata/{field}/{}", escape(k)), json!(v))),
-        );
+        // Keys such as `istio.io/rev` are escaped as pointer tokens (`istio.io~1rev`).
+        ops.extend(changed.into_iter().map(|(k, v)| add(path(["metadata", field, k]), json!(v))));
     }
 }
 
-fn metadata_ops(view: &PodView<'_>, ctx: &Ctx, gateway: bool, ops: &mut Vec<PatchOp>) {
+fn metadata_ops(view: &PodView<'_>, ctx: &Ctx, gateway: bool, ops: &mut Vec<PatchOperation>) {
     let flavor = ctx.flavor;
     let keep = |k: &str, default: String| view.labels.get(k).cloned().unwrap_or(default);
     let mut labels = Vec::new();
@@ -789,6 +789,24 @@ fn metadata_ops(view: &PodView<'_>, ctx: &Ctx, gateway: bool, ops: &mut Vec<Patc
     }
     annotations.push((STATUS_ANNOTATION, status_annotation(ctx, gateway)));
     map_ops(view, "annotations", annotations, ops);
+}
+
+/// A JSON Pointer from unescaped reference tokens (`~` and `/` in them are escaped).
+fn path<'a>(tokens: impl IntoIterator<Item = &'a str>) -> PointerBuf {
+    PointerBuf::from_tokens(tokens)
+}
+
+/// `/spec/containers/<i>`.
+fn container(i: usize) -> PointerBuf {
+    PointerBuf::from_tokens([Token::from("spec"), Token::from("containers"), Token::from(i)])
+}
+
+fn add(path: PointerBuf, value: Value) -> PatchOperation {
+    PatchOperation::Add(AddOperation { path, value })
+}
+
+fn replace(path: PointerBuf, value: Value) -> PatchOperation {
+    PatchOperation::Replace(ReplaceOperation { path, value })
 }
 
 #[cfg(test)]

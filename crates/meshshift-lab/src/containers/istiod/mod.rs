@@ -17,7 +17,6 @@
 pub mod admission;
 pub mod ca;
 pub mod config;
-pub mod der;
 pub mod error;
 mod http;
 pub mod identity;

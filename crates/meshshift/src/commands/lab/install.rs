@@ -37,7 +37,13 @@ pub async fn istio(args: &InstallIstioArgs) -> anyhow::Result<Code> {
     let validators: kube::Api<k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration> = kube::Api::all(client.clone());
     let existing: Vec<String> = validators.list(&Default::default()).await?.items.into_iter().filter_map(|v| v.metadata.name).collect();
     docs.retain(|d| !(d["kind"] == "ValidatingWebhookConfiguration" && d["metadata"]["name"].as_str().is_some_and(|n| existing.iter().any(|e| e == n))));
-    docs.extend(render::control_plane(&cp));
+    let control_plane = render::control_plane(&cp);
+    // A gateway that is not injected reads the revision's mesh ConfigMap from its own namespace.
+    let mesh_config = control_plane
+        .iter()
+        .find(|d| d["kind"] == "ConfigMap" && d["metadata"]["name"].as_str().is_some_and(|n| !n.contains("sidecar-injector")))
+        .cloned();
+    docs.extend(control_plane);
     let bar = spinner(&format!("installing istiod {version} as revision {revision}"));
     apply_and_wait(&client, &cp.namespace, docs, ROLLOUT_TIMEOUT, |m| bar.set_message(m.to_owned())).await?;
 
@@ -51,6 +57,12 @@ pub async fn istio(args: &InstallIstioArgs) -> anyhow::Result<Code> {
         // 1.9 revision in an unlabelled gateway namespace would never be injected: deploy it legacy-style.
         spec.injected = !args.legacy_gateway && render::has_split_injector(&version);
         gateway_docs.push(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}));
+        if !spec.injected && ns != cp.namespace {
+            if let Some(mut copy) = mesh_config.clone() {
+                copy["metadata"]["namespace"] = json!(ns);
+                gateway_docs.push(copy);
+            }
+        }
         gateway_docs.extend(render::gateway(&spec));
         selectors.push((ns, spec.selector()));
     }
