@@ -2,8 +2,8 @@
 //! returns once it is ready; `lab down` stops it and removes the directory. The supervisor's pid lives in
 //! the directory's `state.json`, and its `supervisor.lock` keeps a second supervisor off the same lab.
 
-use std::path::{Path, PathBuf};
 use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -102,11 +102,17 @@ pub fn up(exe: &Path, dir: &Path, opts: &LabOptions, mut progress: impl FnMut(&s
             return Ok(Up::Started(state));
         }
         if let Ok(Some(status)) = child.try_wait() {
-            return Err(LabError::Supervisor { detail: format!("the supervisor exited ({status}) before the lab was ready"), logs: log_tails(&layout) });
+            return Err(LabError::Supervisor {
+                detail: format!("the supervisor exited ({status}) before the lab was ready"),
+                logs: log_tails(&layout),
+            });
         }
         if began.elapsed() > UP_TIMEOUT {
             let _ = child.kill();
-            return Err(LabError::Supervisor { detail: format!("not ready after {} s", UP_TIMEOUT.as_secs()), logs: log_tails(&layout) });
+            return Err(LabError::Supervisor {
+                detail: format!("not ready after {} s", UP_TIMEOUT.as_secs()),
+                logs: log_tails(&layout),
+            });
         }
         std::thread::sleep(Duration::from_millis(100));
     }

@@ -35,7 +35,7 @@ mod readiness;
 
 pub use error::LabError;
 pub use layout::LabLayout;
-pub use state::LabState;
 pub use options::LabOptions;
+pub use state::LabState;
 pub use supervisor::{Agent, AgentContext, SupervisorOptions};
 pub use testing::TestCluster;

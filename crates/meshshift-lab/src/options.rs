@@ -51,7 +51,8 @@ impl LabOptions {
                 }
                 "--services" => opts.services = true,
                 "--propagation-delay-ms" => {
-                    let ms: u64 = it.next().and_then(|v| v.parse().ok()).ok_or("--propagation-delay-ms takes a number")?;
+                    let ms: u64 =
+                        it.next().and_then(|v| v.parse().ok()).ok_or("--propagation-delay-ms takes a number")?;
                     opts.propagation_delay = Duration::from_millis(ms);
                 }
                 _ => rest.push(a),

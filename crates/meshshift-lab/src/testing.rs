@@ -11,7 +11,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{OnceLock, mpsc};
 use std::time::{Duration, Instant, SystemTime};
 
 use nix::sys::signal::{Signal, kill};
@@ -37,6 +37,66 @@ const LOGS: [&str; 5] = ["supervisor", "kube-apiserver", "kube-controller-manage
 /// Lines quoted per log, and characters per line.
 const TAIL_LINES: usize = 20;
 const TAIL_WIDTH: usize = 400;
+
+/// The `supervise` example of this crate (`target/<profile>/examples/supervise`), the supervisor
+/// [`TestCluster::start`] and friends run. For this crate's own integration tests, which cannot depend on the
+/// CLI crate (whose hidden `meshshift lab supervise` the example mirrors).
+///
+/// It is found next to the running test binary (`target/<profile>/deps/<test>-<hash>`), so it comes from the
+/// same target directory and profile. Plain `cargo test -p meshshift-lab` builds it; `cargo test -p
+/// meshshift-lab --test NAME` alone does not. So a missing binary, or one older than the newest file under
+/// this crate's `src/` or `examples/` (a stale build), is refused with the command to run rather than
+/// silently tested. The comparison is with the sources, not with a `libmeshshift_lab-*.rlib`: a plain build
+/// and the examples build different variants of the library (dev-dependency features), so in a shared
+/// target directory another build would make a fresh example look stale.
+///
+/// Decided once per test process: in a shared tree the sources may change during a run, and the tests of
+/// one run should not disagree.
+///
+/// # Panics
+/// When the example is missing or stale, or the test binary is not in a `target/<profile>/deps` directory.
+pub fn example_supervisor() -> PathBuf {
+    static EXE: OnceLock<PathBuf> = OnceLock::new();
+    EXE.get_or_init(|| {
+        let test_exe = std::env::current_exe().expect("the path of the running test binary");
+        let profile_dir = test_exe.parent().and_then(Path::parent).expect("a test binary in target/<profile>/deps");
+        let path = profile_dir.join("examples").join("supervise");
+        let crate_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+        if let Err(problem) = check_fresh(&path, &[crate_dir.join("src"), crate_dir.join("examples")]) {
+            panic!("{problem}: run `cargo build -p meshshift-lab --examples` (or plain `cargo test -p meshshift-lab`)");
+        }
+        path
+    })
+    .clone()
+}
+
+/// `Ok` when `binary` exists and is not older than any file under `sources`; else what is wrong.
+fn check_fresh(binary: &Path, sources: &[PathBuf]) -> Result<(), String> {
+    let built = modified(binary).ok_or_else(|| format!("{} is missing", binary.display()))?;
+    match sources.iter().filter_map(|dir| newest_under(dir)).max() {
+        Some((newest, file)) if newest > built => Err(format!("{} is older than {}", binary.display(), file.display())),
+        _ => Ok(()),
+    }
+}
+
+fn modified(path: &Path) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+/// The newest modification time of the files under `dir` (recursively), with that file.
+fn newest_under(dir: &Path) -> Option<(SystemTime, PathBuf)> {
+    let mut newest: Option<(SystemTime, PathBuf)> = None;
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        let path = entry.path();
+        let candidate = if path.is_dir() { newest_under(&path) } else { modified(&path).map(|t| (t, path)) };
+        if let Some(candidate) = candidate
+            && newest.as_ref().is_none_or(|(time, _)| candidate.0 > *time)
+        {
+            newest = Some(candidate);
+        }
+    }
+    newest
+}
 
 /// A running lab control plane owned by a test. Dropping it stops the control plane and deletes its
 /// directory.
@@ -71,7 +131,11 @@ impl TestCluster {
     }
 
     /// [`TestCluster::start_lab`] with an explicit directory of Kubernetes binaries.
-    pub fn start_lab_with_bin_dir(supervisor_exe: &Path, bin_dir: &Path, lab: &LabOptions) -> Result<TestCluster, LabError> {
+    pub fn start_lab_with_bin_dir(
+        supervisor_exe: &Path,
+        bin_dir: &Path,
+        lab: &LabOptions,
+    ) -> Result<TestCluster, LabError> {
         let began = Instant::now();
         Binaries::locate(Some(bin_dir))?; // fail here, with the install hint, rather than in the supervisor
         let parent = std::env::var_os(TMPDIR_ENV)
@@ -431,5 +495,31 @@ mod tests {
         let pid = child.id();
         child.wait().expect("wait");
         assert!(!process_alive(pid));
+    }
+
+    #[test]
+    fn an_example_older_than_any_source_file_is_stale() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let binary = dir.path().join("supervise");
+        let src = dir.path().join("src");
+        std::fs::create_dir_all(src.join("nested")).expect("mkdir");
+        let set = |path: &Path, secs: u64| {
+            let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(path).expect("open");
+            file.set_modified(SystemTime::UNIX_EPOCH + Duration::from_secs(secs)).expect("set mtime");
+        };
+        let sources = [src.clone(), dir.path().join("examples-absent")];
+        let err = check_fresh(&binary, &sources).expect_err("missing");
+        assert!(err.ends_with("supervise is missing"), "{err}");
+
+        set(&binary, 2_000);
+        set(&src.join("lib.rs"), 1_000);
+        set(&src.join("nested").join("deep.rs"), 1_500);
+        check_fresh(&binary, &sources).expect("fresh");
+        set(&src.join("nested").join("deep.rs"), 2_000);
+        check_fresh(&binary, &sources).expect("as new as the newest source is fresh");
+
+        set(&src.join("nested").join("deep.rs"), 3_000);
+        let err = check_fresh(&binary, &sources).expect_err("stale");
+        assert!(err.contains("is older than") && err.ends_with("deep.rs"), "{err}");
     }
 }

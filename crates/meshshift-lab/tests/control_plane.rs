@@ -6,7 +6,6 @@
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -15,42 +14,12 @@ use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Secret, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::{Api, ListParams, PostParams};
 use meshshift_lab::state::{LabState, ReadyLine};
-use meshshift_lab::testing::process_alive;
+use meshshift_lab::testing::{example_supervisor, process_alive};
 use meshshift_lab::{LabLayout, TestCluster};
 use serde_json::json;
 
-/// `target/<profile>/examples/supervise`, next to this test's `target/<profile>/deps/` directory. Plain
-/// `cargo test -p meshshift-lab` builds it; `cargo test --test control_plane` alone does not, so a binary
-/// older than the library it links is refused rather than silently tested.
-fn supervisor_exe() -> PathBuf {
-    let exe = std::env::current_exe().expect("current_exe");
-    let deps = exe.parent().expect("target/<profile>/deps");
-    let path = deps.parent().expect("target/<profile>").join("examples").join("supervise");
-    let rebuild = "run `cargo build -p meshshift-lab --examples` (or plain `cargo test -p meshshift-lab`)";
-    let modified = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-    let Some(built) = modified(&path) else {
-        panic!("{} is missing: {rebuild}", path.display());
-    };
-    let newest_lib = std::fs::read_dir(deps)
-        .expect("read deps")
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| {
-            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-            name.starts_with("libmeshshift_lab-") && name.ends_with(".rlib")
-        })
-        .filter_map(|p| modified(&p))
-        .max();
-    assert!(
-        newest_lib.is_none_or(|lib| built >= lib),
-        "{} is older than the meshshift-lab library: {rebuild}",
-        path.display()
-    );
-    path
-}
-
 fn start() -> TestCluster {
-    let cluster = TestCluster::start(&supervisor_exe()).unwrap_or_else(|err| panic!("{err}"));
+    let cluster = TestCluster::start(&example_supervisor()).unwrap_or_else(|err| panic!("{err}"));
     eprintln!(
         "lab ready in {:.2} s (supervisor-side {} ms) at {}",
         cluster.startup_time().as_secs_f64(),
@@ -286,7 +255,7 @@ fn dropping_the_cluster_stops_every_process_and_removes_its_directory() {
 
 #[tokio::test]
 async fn two_clusters_run_side_by_side() {
-    let exe = supervisor_exe();
+    let exe = example_supervisor();
     let (a, b) = std::thread::scope(|s| {
         let a = s.spawn(|| TestCluster::start(&exe));
         let b = s.spawn(|| TestCluster::start(&exe));
@@ -334,7 +303,7 @@ impl Drop for RawSupervisor {
 fn spawn_raw() -> RawSupervisor {
     let dir = tempfile::Builder::new().prefix("meshshift-lab-raw-").tempdir().expect("tempdir");
     // No --bin-dir: the supervisor finds the binaries itself (MESHSHIFT_K8S_BIN or the install record).
-    let mut child = Command::new(supervisor_exe())
+    let mut child = Command::new(example_supervisor())
         .args(["lab", "supervise", "--exit-on-stdin-eof", "--dir"])
         .arg(dir.path())
         .stdin(Stdio::piped())
@@ -415,7 +384,7 @@ fn the_supervisor_fails_when_a_component_dies() {
 #[test]
 fn a_lab_directory_has_one_supervisor_at_a_time() {
     let raw = spawn_raw();
-    let out = Command::new(supervisor_exe())
+    let out = Command::new(example_supervisor())
         .args(["lab", "supervise", "--dir"])
         .arg(raw.dir.path())
         .stdin(Stdio::null())
@@ -441,7 +410,7 @@ fn a_failing_apiserver_is_reported_with_its_log() {
     std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
 
     let start = Instant::now();
-    let err = TestCluster::start_with_bin_dir(&supervisor_exe(), bin.path()).expect_err("must fail");
+    let err = TestCluster::start_with_bin_dir(&example_supervisor(), bin.path()).expect_err("must fail");
     let text = err.to_string();
     eprintln!("{text}");
     assert!(start.elapsed() < Duration::from_secs(20), "failure took {:?}", start.elapsed());

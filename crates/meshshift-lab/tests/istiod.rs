@@ -12,7 +12,6 @@
 
 use std::future::Future;
 use std::net::Ipv4Addr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -23,6 +22,7 @@ use kube::discovery::{Scope, pinned_kind};
 use meshshift_lab::containers::istiod::IstiodImage;
 use meshshift_lab::containers::protocol::{ClientMessage, ConfigSnapshot, ProxyKind, ServerMessage};
 use meshshift_lab::containers::{ContainerContext, ContainerImage, Lifecycle, pod_loopback};
+use meshshift_lab::testing::example_supervisor;
 use meshshift_lab::{LabLayout, LabOptions, TestCluster};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -30,37 +30,9 @@ use tokio::sync::{mpsc, watch};
 
 const FIXTURES: &str = "/work/shared/fixtures";
 
-/// `target/<profile>/examples/supervise` (see tests/control_plane.rs).
-fn supervisor_exe() -> PathBuf {
-    let exe = std::env::current_exe().expect("current_exe");
-    let deps = exe.parent().expect("target/<profile>/deps");
-    let path = deps.parent().expect("target/<profile>").join("examples").join("supervise");
-    let rebuild = "run `cargo build -p meshshift-lab --examples` (or plain `cargo test -p meshshift-lab`)";
-    let modified = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-    let Some(built) = modified(&path) else {
-        panic!("{} is missing: {rebuild}", path.display());
-    };
-    let newest_lib = std::fs::read_dir(deps)
-        .expect("read deps")
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| {
-            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-            name.starts_with("libmeshshift_lab-") && name.ends_with(".rlib")
-        })
-        .filter_map(|p| modified(&p))
-        .max();
-    assert!(
-        newest_lib.is_none_or(|lib| built >= lib),
-        "{} is older than the meshshift-lab library: {rebuild}",
-        path.display()
-    );
-    path
-}
-
 fn start() -> TestCluster {
     let cluster =
-        TestCluster::start_lab(&supervisor_exe(), &LabOptions::default()).unwrap_or_else(|err| panic!("{err}"));
+        TestCluster::start_lab(&example_supervisor(), &LabOptions::default()).unwrap_or_else(|err| panic!("{err}"));
     eprintln!("lab ready in {:.2} s", cluster.startup_time().as_secs_f64());
     cluster
 }
@@ -828,7 +800,8 @@ async fn a_plugged_in_ca_serves_1_24_webhooks() {
 /// become Ready.
 #[tokio::test]
 async fn under_the_node_agent_a_chart_installed_istiod_serves_injected_workloads() {
-    let cluster = TestCluster::start_lab(&supervisor_exe(), &LabOptions::full(1)).unwrap_or_else(|err| panic!("{err}"));
+    let cluster =
+        TestCluster::start_lab(&example_supervisor(), &LabOptions::full(1)).unwrap_or_else(|err| panic!("{err}"));
     let client = cluster.client().await.expect("client");
     create_namespace(&client, "istio-system", json!({})).await;
     for file in ["istio-tree/1.9.7/crds/crd-all.gen.yaml", "istio-tree/1.9.7/crds/crd-operator.yaml"] {

@@ -10,70 +10,22 @@
 //! Needs root (entering the lab's namespace) and the binaries from `scripts/install-deps.sh`.
 
 use std::net::{Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Endpoints, Service};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use meshshift_lab::netsvc::{LoadBalancerEntry, LoadBalancers};
+use meshshift_lab::testing::example_supervisor;
 use meshshift_lab::{LabOptions, TestCluster};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
-/// `target/<profile>/examples/supervise`, next to this test's `target/<profile>/deps/` directory. Plain
-/// `cargo test -p meshshift-lab` builds it; `cargo test --test netsvc` alone does not, so a binary older than
-/// the crate's sources is refused rather than silently tested.
-///
-/// Unlike tests/control_plane.rs this compares with the sources, not with the newest
-/// `libmeshshift_lab-*.rlib`: `cargo build -p meshshift-lab` and the examples build different variants of
-/// the library (dev-dependency features), so in a shared target directory someone else's plain build would
-/// make a fresh example look stale.
-fn supervisor_exe() -> PathBuf {
-    // Decided once per test process: the sources keep changing in a shared tree, and tests of one run
-    // should not disagree.
-    static EXE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    EXE.get_or_init(find_supervisor_exe).clone()
-}
-
-fn find_supervisor_exe() -> PathBuf {
-    let exe = std::env::current_exe().expect("current_exe");
-    let deps = exe.parent().expect("target/<profile>/deps");
-    let path = deps.parent().expect("target/<profile>").join("examples").join("supervise");
-    let rebuild = "run `cargo build -p meshshift-lab --examples` (or plain `cargo test -p meshshift-lab`)";
-    let Some(built) = modified(&path) else {
-        panic!("{} is missing: {rebuild}", path.display());
-    };
-    let crate_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let newest_source =
-        [newest_in(&crate_dir.join("src")), modified(&crate_dir.join("Cargo.toml"))].into_iter().flatten().max();
-    assert!(
-        newest_source.is_none_or(|source| built >= source),
-        "{} is older than the meshshift-lab sources: {rebuild}",
-        path.display()
-    );
-    path
-}
-
-fn modified(p: &Path) -> Option<std::time::SystemTime> {
-    std::fs::metadata(p).and_then(|m| m.modified()).ok()
-}
-
-/// The newest modification time of the files under `dir`.
-fn newest_in(dir: &Path) -> Option<std::time::SystemTime> {
-    let mut newest = None;
-    for entry in std::fs::read_dir(dir).ok()?.flatten() {
-        let path = entry.path();
-        let time = if path.is_dir() { newest_in(&path) } else { modified(&path) };
-        newest = newest.max(time);
-    }
-    newest
-}
-
 fn start_lab(propagation_delay: Duration) -> TestCluster {
     let opts = LabOptions { nodes: 0, services: true, propagation_delay };
-    TestCluster::start_lab(&supervisor_exe(), &opts).unwrap_or_else(|err| panic!("{err}"))
+    TestCluster::start_lab(&example_supervisor(), &opts).unwrap_or_else(|err| panic!("{err}"))
 }
 
 // ---------------------------------------------------------------------------------------------------------

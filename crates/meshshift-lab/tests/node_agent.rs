@@ -7,7 +7,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -18,41 +17,13 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Endpoints, Namespace, Node, Pod, Service, ServiceAccount};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use meshshift_lab::containers::HEADER_POD;
+use meshshift_lab::testing::example_supervisor;
 use meshshift_lab::{LabOptions, TestCluster};
 use serde_json::{Value, json};
 
-/// `target/<profile>/examples/supervise`, next to this test's `target/<profile>/deps/` directory (copied
-/// from tests/control_plane.rs): refuses a binary older than the library it links.
-fn supervisor_exe() -> PathBuf {
-    let exe = std::env::current_exe().expect("current_exe");
-    let deps = exe.parent().expect("target/<profile>/deps");
-    let path = deps.parent().expect("target/<profile>").join("examples").join("supervise");
-    let rebuild = "run `cargo build -p meshshift-lab --examples` (or plain `cargo test -p meshshift-lab`)";
-    let modified = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-    let Some(built) = modified(&path) else {
-        panic!("{} is missing: {rebuild}", path.display());
-    };
-    let newest_lib = std::fs::read_dir(deps)
-        .expect("read deps")
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| {
-            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-            name.starts_with("libmeshshift_lab-") && name.ends_with(".rlib")
-        })
-        .filter_map(|p| modified(&p))
-        .max();
-    assert!(
-        newest_lib.is_none_or(|lib| built >= lib),
-        "{} is older than the meshshift-lab library: {rebuild}",
-        path.display()
-    );
-    path
-}
-
 fn start(services: bool) -> TestCluster {
     let opts = LabOptions { nodes: 2, services, ..Default::default() };
-    let cluster = TestCluster::start_lab(&supervisor_exe(), &opts).unwrap_or_else(|err| panic!("{err}"));
+    let cluster = TestCluster::start_lab(&example_supervisor(), &opts).unwrap_or_else(|err| panic!("{err}"));
     eprintln!("lab (2 nodes, services: {services}) ready in {:.2} s", cluster.startup_time().as_secs_f64());
     cluster
 }

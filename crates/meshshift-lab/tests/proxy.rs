@@ -9,6 +9,7 @@
 //!   tested elsewhere; this double only lets these tests cut, silence or refuse the control plane at will;
 //! - a backend HTTP server standing in for productpage (with its sidecar's headers), or an app on the pod
 //!   loopback for the sidecar test.
+//!
 //! Name resolution is a closure (the lab's ClusterIP forwarding is not running), so the addresses are pod
 //! addresses: istiod 10.244.9.9:15012, productpage 10.244.9.20:9080, the gateway pod 10.244.9.30.
 //!
@@ -19,7 +20,6 @@
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -34,6 +34,7 @@ use meshshift_lab::containers::{
     ContainerContext, ContainerError, ContainerImage, HEADER_POD, HEADER_PROXY, HEADER_REVISION, HEADER_VERSION,
     Lifecycle, ServiceResolver, pod_loopback,
 };
+use meshshift_lab::testing::example_supervisor;
 use meshshift_lab::{LabOptions, TestCluster};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -49,37 +50,8 @@ const BOOKINFO_GATEWAY: &str =
     concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/fixtures/istio-tree/1.9.7/bookinfo/bookinfo-gateway.yaml");
 const BACKEND_POD: &str = "default/productpage-v1-abc12";
 
-/// `target/<profile>/examples/supervise` (see tests/control_plane.rs): build it with
-/// `cargo build -p meshshift-lab --examples`.
-fn supervisor_exe() -> PathBuf {
-    let exe = std::env::current_exe().expect("current_exe");
-    let deps = exe.parent().expect("target/<profile>/deps");
-    let path = deps.parent().expect("target/<profile>").join("examples").join("supervise");
-    let rebuild = "run `cargo build -p meshshift-lab --examples` (or plain `cargo test -p meshshift-lab`)";
-    let modified = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-    let Some(built) = modified(&path) else {
-        panic!("{} is missing: {rebuild}", path.display());
-    };
-    let newest_lib = std::fs::read_dir(deps)
-        .expect("read deps")
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| {
-            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-            name.starts_with("libmeshshift_lab-") && name.ends_with(".rlib")
-        })
-        .filter_map(|p| modified(&p))
-        .max();
-    assert!(
-        newest_lib.is_none_or(|lib| built >= lib),
-        "{} is older than the meshshift-lab library: {rebuild}",
-        path.display()
-    );
-    path
-}
-
 fn lab() -> TestCluster {
-    TestCluster::start_lab(&supervisor_exe(), &LabOptions::default()).unwrap_or_else(|err| panic!("{err}"))
+    TestCluster::start_lab(&example_supervisor(), &LabOptions::default()).unwrap_or_else(|err| panic!("{err}"))
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -403,7 +375,11 @@ async fn serve_app(addr: SocketAddrV4, pod: &'static str, with_sidecar_headers: 
 /// The proxy's istiod-connection gauge reads `value`.
 async fn xds_gauge(ip: Ipv4Addr, value: u8) -> Option<()> {
     let stats = get(at(ip, 15090), "/stats/prometheus").await.ok()?;
-    stats.body.lines().any(|l| l.starts_with("meshshift_proxy_xds_connected") && l.ends_with(&format!(" {value}"))).then_some(())
+    stats
+        .body
+        .lines()
+        .any(|l| l.starts_with("meshshift_proxy_xds_connected") && l.ends_with(&format!(" {value}")))
+        .then_some(())
 }
 
 async fn connected(ip: Ipv4Addr) -> Option<()> {
@@ -705,7 +681,7 @@ async fn the_node_agent_runs_the_gateway_chart_through_service_networking() {
     use k8s_openapi::api::core::v1::{Endpoints, Namespace, Service, ServiceAccount};
     use kube::api::{Api, DeleteParams, ListParams, PostParams};
 
-    let cluster = TestCluster::start_lab(&supervisor_exe(), &LabOptions::full(1)).unwrap_or_else(|e| panic!("{e}"));
+    let cluster = TestCluster::start_lab(&example_supervisor(), &LabOptions::full(1)).unwrap_or_else(|e| panic!("{e}"));
     let client = cluster.client().await.expect("client");
     let inside = LabThread::start(&cluster);
     let _istiod = inside.run(FakeIstiod::start_at(E2E_ISTIOD, Behaviour::Serve, bookinfo_config(1))).await;

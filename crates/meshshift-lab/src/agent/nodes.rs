@@ -248,7 +248,7 @@ pub(crate) async fn keep_alive(client: Client, id: NodeIdentity, mut uid: String
             _ = shutdown.changed() => return,
         }
         n = n.wrapping_add(1);
-        if n % STATUS_EVERY == 0 {
+        if n.is_multiple_of(STATUS_EVERY) {
             match write_status(&nodes, &id, since).await {
                 Ok(_) => {}
                 Err(err) if is_status(&err, 404) => {

@@ -270,9 +270,11 @@ fn json_response(status: StatusCode, body: Value) -> Response {
     (status, axum::Json(body)).into_response()
 }
 
-fn product_id(id: &str) -> Result<u64, Response> {
-    id.parse()
-        .map_err(|_| json_response(StatusCode::BAD_REQUEST, json!({ "error": "please provide numeric product id" })))
+/// The numeric product id, or the 400 answer to give (boxed: a `Response` is large for an `Err`).
+fn product_id(id: &str) -> Result<u64, Box<Response>> {
+    id.parse().map_err(|_| {
+        Box::new(json_response(StatusCode::BAD_REQUEST, json!({ "error": "please provide numeric product id" })))
+    })
 }
 
 async fn index() -> Html<&'static str> {
@@ -322,21 +324,21 @@ async fn proxied(state: &AppState, host: &str, path: String, headers: &HeaderMap
 async fn product_details(State(s): State<Arc<AppState>>, Path(id): Path<String>, headers: HeaderMap) -> Response {
     match product_id(&id) {
         Ok(id) => proxied(&s, &s.details_host, format!("/details/{id}"), &headers).await,
-        Err(r) => r,
+        Err(r) => *r,
     }
 }
 
 async fn product_reviews(State(s): State<Arc<AppState>>, Path(id): Path<String>, headers: HeaderMap) -> Response {
     match product_id(&id) {
         Ok(id) => proxied(&s, &s.reviews_host, format!("/reviews/{id}"), &headers).await,
-        Err(r) => r,
+        Err(r) => *r,
     }
 }
 
 async fn product_ratings(State(s): State<Arc<AppState>>, Path(id): Path<String>, headers: HeaderMap) -> Response {
     match product_id(&id) {
         Ok(id) => proxied(&s, &s.ratings_host, format!("/ratings/{id}"), &headers).await,
-        Err(r) => r,
+        Err(r) => *r,
     }
 }
 
@@ -380,7 +382,7 @@ async fn details(Path(id): Path<String>) -> Response {
                 "publisher": "PublisherA", "language": "English", "ISBN-10": "1234567890", "ISBN-13": "123-1234567890"
             }),
         ),
-        Err(r) => r,
+        Err(r) => *r,
     }
 }
 
@@ -411,7 +413,7 @@ fn reviews_body(id: u64, pod_name: &str, version: &str, stars: Option<(&BTreeMap
 async fn reviews(State(s): State<Arc<AppState>>, Path(id): Path<String>, headers: HeaderMap) -> Response {
     let id = match product_id(&id) {
         Ok(id) => id,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     if !s.ratings_enabled {
         return json_response(StatusCode::OK, reviews_body(id, &s.pod_name, &s.image.version, None));
@@ -435,7 +437,7 @@ async fn reviews(State(s): State<Arc<AppState>>, Path(id): Path<String>, headers
 async fn ratings(Path(id): Path<String>) -> Response {
     match product_id(&id) {
         Ok(id) => json_response(StatusCode::OK, json!({ "id": id, "ratings": { "Reviewer1": 5, "Reviewer2": 4 } })),
-        Err(r) => r,
+        Err(r) => *r,
     }
 }
 

@@ -8,6 +8,7 @@
 //! - drain: by default the app ignores "SIGTERM" and keeps serving open and new connections until its grace
 //!   period ends ([`Lifecycle::Killed`]); env `LAB_DRAIN_MS` (or annotation `lab.meshshift.io/drain-ms`)
 //!   makes it exit that long after [`Lifecycle::Terminating`] instead.
+//!
 //! A container without ports idles until it is stopped.
 //!
 //! [`serve`] and [`until_stopped`] are shared with other emulations (bookinfo) that want the same

@@ -87,8 +87,13 @@ impl ContainerContext {
     /// Whether the pod has an Istio sidecar (an `istio-proxy` container that is not a gateway router).
     pub fn pod_has_sidecar(&self) -> bool {
         self.pod.spec.as_ref().is_some_and(|s| {
-            let native = s.init_containers.iter().flatten().any(|c| c.name == "istio-proxy" && c.restart_policy.as_deref() == Some("Always"));
-            let plain = s.containers.iter().any(|c| c.name == "istio-proxy" && !c.args.iter().flatten().any(|a| a == "router"));
+            let native = s
+                .init_containers
+                .iter()
+                .flatten()
+                .any(|c| c.name == "istio-proxy" && c.restart_policy.as_deref() == Some("Always"));
+            let plain =
+                s.containers.iter().any(|c| c.name == "istio-proxy" && !c.args.iter().flatten().any(|a| a == "router"));
             native || plain
         })
     }

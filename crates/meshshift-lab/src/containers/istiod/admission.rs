@@ -10,7 +10,6 @@ use serde_json::{Value, json};
 
 use super::identity::Istiod;
 use super::inject::{InjectParams, Injection, inject};
-use super::jsonpatch::PatchOp;
 
 /// The review versions istiod answers.
 pub const SUPPORTED_VERSIONS: [&str; 2] = ["admission.k8s.io/v1", "admission.k8s.io/v1beta1"];
@@ -62,8 +61,8 @@ struct Review {
 pub enum Decision {
     /// Allowed, unchanged.
     Allow,
-    /// Allowed with this patch.
-    Patch(Vec<PatchOp>),
+    /// Allowed with this JSON Patch (RFC 6902).
+    Patch(json_patch::Patch),
     /// Refused, with a message.
     Deny(String),
 }
@@ -170,9 +169,9 @@ mod tests {
             let patch = base64::engine::general_purpose::STANDARD
                 .decode(out["response"]["patch"].as_str().expect("patch"))
                 .expect("base64");
-            let ops: Vec<PatchOp> = serde_json::from_slice(&patch).expect("ops");
+            let ops: json_patch::Patch = serde_json::from_slice(&patch).expect("ops");
             let mut patched = pod();
-            super::super::jsonpatch::apply(&mut patched, &ops).expect("applies");
+            json_patch::patch(&mut patched, &ops).expect("applies");
             let proxy = &patched["spec"]["containers"][1];
             assert_eq!(proxy["image"], "docker.io/istio/proxyv2:1.9.7");
             let owner = proxy["env"].as_array().expect("env").iter().find(|e| e["name"] == "ISTIO_META_OWNER");

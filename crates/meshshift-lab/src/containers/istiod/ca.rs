@@ -140,9 +140,12 @@ fn key_from_pem(pem: &str, secret: &'static str) -> Result<KeyPair, CaError> {
         PrivateKeyDer::Pkcs1(k) => wrap_pkcs8(pkcs1::ALGORITHM_ID, k.secret_pkcs1_der()),
         PrivateKeyDer::Sec1(k) => sec1::EcPrivateKey::try_from(k.secret_sec1_der())
             .map_err(|e| e.to_string())
-            .and_then(|ec| ec.parameters.and_then(sec1::EcParameters::named_curve).ok_or_else(|| "no named curve".into()))
+            .and_then(|ec| {
+                ec.parameters.and_then(sec1::EcParameters::named_curve).ok_or_else(|| "no named curve".into())
+            })
             .and_then(|curve| {
-                let algorithm = AlgorithmIdentifierRef { oid: sec1::ALGORITHM_OID, parameters: Some(AnyRef::from(&curve)) };
+                let algorithm =
+                    AlgorithmIdentifierRef { oid: sec1::ALGORITHM_OID, parameters: Some(AnyRef::from(&curve)) };
                 wrap_pkcs8(algorithm, k.secret_sec1_der())
             }),
         _ => Err("unsupported private key format".to_owned()),

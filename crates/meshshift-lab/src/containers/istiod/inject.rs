@@ -659,10 +659,10 @@ fn sidecar_ops(view: &PodView<'_>, ctx: &Ctx, ops: &mut Vec<PatchOperation>) {
             // The pod declares its own istio-proxy (resource overrides): merge it, keep its slot.
             let merged = merge_container(proxy, &view.containers[i]);
             if flavor.native {
-                ops.push(PatchOperation::Remove(RemoveOperation { path: container(i) }));
+                ops.push(PatchOperation::Remove(RemoveOperation { path: container_at(i) }));
                 Some(merged)
             } else {
-                ops.push(replace(container(i), merged));
+                ops.push(replace(container_at(i), merged));
                 None
             }
         }
@@ -692,9 +692,7 @@ fn sidecar_ops(view: &PodView<'_>, ctx: &Ctx, ops: &mut Vec<PatchOperation>) {
 fn gateway_ops(view: &PodView<'_>, ctx: &Ctx, ops: &mut Vec<PatchOperation>) {
     let template = proxy_container(ctx, true);
     match view.proxy_index() {
-        Some(i) => {
-            ops.push(replace(container(i), merge_container(template, &view.containers[i])))
-        }
+        Some(i) => ops.push(replace(container_at(i), merge_container(template, &view.containers[i]))),
         None => ops.push(add(path(["spec", "containers", "-"]), template)),
     }
     volume_ops(view, ctx.flavor, ops);
@@ -797,7 +795,7 @@ fn path<'a>(tokens: impl IntoIterator<Item = &'a str>) -> PointerBuf {
 }
 
 /// `/spec/containers/<i>`.
-fn container(i: usize) -> PointerBuf {
+fn container_at(i: usize) -> PointerBuf {
     PointerBuf::from_tokens([Token::from("spec"), Token::from("containers"), Token::from(i)])
 }
 
@@ -811,7 +809,6 @@ fn replace(path: PointerBuf, value: Value) -> PatchOperation {
 
 #[cfg(test)]
 mod tests {
-    use super::super::jsonpatch::apply;
     use super::*;
 
     const FIXTURES: &str = "/work/shared/fixtures/istio-tree";
@@ -858,7 +855,7 @@ mod tests {
         let params = InjectParams { istiod: &id, namespace };
         let Injection::Patch(ops) = inject(pod, &params).expect("inject") else { panic!("skipped") };
         let mut out = pod.clone();
-        apply(&mut out, &ops).unwrap_or_else(|e| panic!("{e}: {ops:#?}"));
+        json_patch::patch(&mut out, &ops).unwrap_or_else(|e| panic!("{e}: {ops:#?}"));
         out
     }
 
@@ -1185,5 +1182,80 @@ mod tests {
         let id = istiod("1.9.7", "1-9-7");
         let outcome = inject_pod(&pod, &InjectParams { istiod: &id, namespace: "apps" }).expect("inject");
         assert!(matches!(outcome, Injection::Patch(ops) if !ops.is_empty()));
+    }
+
+    fn test(path: PointerBuf, value: Value) -> PatchOperation {
+        PatchOperation::Test(json_patch::TestOperation { path, value })
+    }
+
+    fn remove(path: PointerBuf) -> PatchOperation {
+        PatchOperation::Remove(RemoveOperation { path })
+    }
+
+    #[test]
+    fn the_operations_apply_as_rfc_6902_says() {
+        let mut doc = json!({"metadata": {"labels": {"a": "1"}}, "spec": {"containers": [{"name": "app"}]}});
+        let ops = [
+            test(path(["metadata", "labels", "a"]), json!("1")),
+            add(path(["metadata", "labels", "istio.io/rev"]), json!("1-9-7")),
+            add(path(["spec", "containers", "-"]), json!({"name": "istio-proxy"})),
+            add(path(["spec", "initContainers"]), json!([{"name": "istio-init"}])),
+            add(path(["spec", "initContainers", "0"]), json!({"name": "first"})),
+            replace(container_at(0), json!({"name": "app2"})),
+            remove(path(["metadata", "labels", "a"])),
+        ];
+        json_patch::patch(&mut doc, &ops).expect("applies");
+        assert_eq!(
+            doc,
+            json!({
+                "metadata": {"labels": {"istio.io/rev": "1-9-7"}},
+                "spec": {
+                    "containers": [{"name": "app2"}, {"name": "istio-proxy"}],
+                    "initContainers": [{"name": "first"}, {"name": "istio-init"}]
+                }
+            })
+        );
+    }
+
+    #[test]
+    fn failing_operations_are_reported() {
+        use json_patch::PatchErrorKind;
+        let mut doc = json!({"metadata": {"resourceVersion": "5"}});
+        let stale = [test(path(["metadata", "resourceVersion"]), json!("4"))];
+        let err = json_patch::patch(&mut doc, &stale).expect_err("stale");
+        assert!(matches!(err.kind, PatchErrorKind::TestFailed), "{err}");
+        assert_eq!(err.path.as_str(), "/metadata/resourceVersion");
+        let nowhere = [add(path(["spec", "containers", "-"]), json!({}))];
+        let err = json_patch::patch(&mut doc, &nowhere).expect_err("no such path");
+        assert!(matches!(err.kind, PatchErrorKind::InvalidPointer), "{err}");
+        assert_eq!(err.path.as_str(), "/spec/containers/-");
+        let replace_missing = [replace(path(["metadata", "name"]), json!("x"))];
+        assert!(json_patch::patch(&mut doc, &replace_missing).is_err());
+        assert_eq!(doc, json!({"metadata": {"resourceVersion": "5"}}), "failed patches leave the document alone");
+    }
+
+    #[test]
+    fn pointer_tokens_are_escaped_and_round_trip_through_a_patch() {
+        assert_eq!(
+            path(["metadata", "annotations", STATUS_ANNOTATION]).as_str(),
+            "/metadata/annotations/sidecar.istio.io~1status"
+        );
+        assert_eq!(path(["m", "a~b/c"]).as_str(), "/m/a~0b~1c");
+        assert_eq!(container_at(3).as_str(), "/spec/containers/3");
+        let mut doc = json!({"m": {}});
+        json_patch::patch(&mut doc, &[add(path(["m", "a~b/c"]), json!(1))]).expect("applies");
+        assert_eq!(doc, json!({"m": {"a~b/c": 1}}));
+    }
+
+    #[test]
+    fn operations_serialise_as_rfc_6902() {
+        let op = add(path(["a"]), json!(1));
+        assert_eq!(serde_json::to_value(&op).expect("json"), json!({"op": "add", "path": "/a", "value": 1}));
+        assert_eq!(serde_json::to_value(remove(path(["a"]))).expect("json"), json!({"op": "remove", "path": "/a"}));
+        let patch = Patch(vec![op, replace(path(["b"]), json!("x"))]);
+        assert_eq!(
+            serde_json::to_value(&patch).expect("json"),
+            json!([{"op": "add", "path": "/a", "value": 1}, {"op": "replace", "path": "/b", "value": "x"}])
+        );
     }
 }

@@ -22,7 +22,6 @@ mod http;
 pub mod identity;
 pub mod index;
 pub mod inject;
-pub mod jsonpatch;
 pub mod patcher;
 pub mod ready;
 pub mod rootcert;

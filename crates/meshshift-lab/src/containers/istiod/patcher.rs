@@ -17,6 +17,8 @@ use std::time::Duration;
 
 use base64::Engine;
 use futures::StreamExt;
+use json_patch::jsonptr::{PointerBuf, Token};
+use json_patch::{AddOperation, PatchOperation, TestOperation};
 use k8s_openapi::api::admissionregistration::v1::{
     MutatingWebhookConfiguration, ValidatingWebhookConfiguration, WebhookClientConfig,
 };
@@ -29,7 +31,6 @@ use tokio::sync::watch;
 use super::error::IstiodError;
 use super::identity::{Istiod, REV_LABEL, TAG_LABEL};
 use super::index::Index;
-use super::jsonpatch::PatchOp;
 use super::ready::Stats;
 
 /// The tags pointing at a revision; `None` until the webhook configurations have been listed (a proxy of
@@ -105,26 +106,37 @@ impl Target {
 
 /// The JSON patch that gives this istiod's webhooks in `target` the CA `bundle` (PEM), or `None` when
 /// none of its webhooks is this istiod's or all already have it.
-pub fn plan(target: &Target, istiod: &Istiod, tags: &BTreeSet<String>, bundle: &[u8]) -> Option<Vec<PatchOp>> {
+pub fn plan(target: &Target, istiod: &Istiod, tags: &BTreeSet<String>, bundle: &[u8]) -> Option<json_patch::Patch> {
     let whole = target.kind == WebhookKind::Mutating && target.labels.get(REV_LABEL) == Some(&istiod.revision);
     let services = istiod.services(tags);
     let calls_us = |hook: &HookView| {
         hook.service.as_ref().is_some_and(|(name, ns)| *ns == istiod.namespace && services.contains(name))
     };
     let encoded = base64::engine::general_purpose::STANDARD.encode(bundle);
-    let ops: Vec<PatchOp> = target
+    let ops: Vec<PatchOperation> = target
         .hooks
         .iter()
         .enumerate()
         .filter(|(_, hook)| (whole || calls_us(hook)) && hook.ca_bundle != bundle)
-        .map(|(i, _)| PatchOp::add(format!("/webhooks/{i}/clientConfig/caBundle"), json!(encoded)))
+        .map(|(i, _)| {
+            let path = PointerBuf::from_tokens([
+                Token::from("webhooks"),
+                Token::from(i),
+                Token::from("clientConfig"),
+                Token::from("caBundle"),
+            ]);
+            PatchOperation::Add(AddOperation { path, value: json!(encoded) })
+        })
         .collect();
     if ops.is_empty() {
         return None;
     }
-    let mut guarded = vec![PatchOp::test("/metadata/resourceVersion", json!(target.resource_version))];
+    let mut guarded = vec![PatchOperation::Test(TestOperation {
+        path: PointerBuf::from_tokens(["metadata", "resourceVersion"]),
+        value: json!(target.resource_version),
+    })];
     guarded.extend(ops);
-    Some(guarded)
+    Some(json_patch::Patch(guarded))
 }
 
 /// The tags pointing at `revision`: MutatingWebhookConfigurations labelled `istio.io/tag=<tag>` and
@@ -198,21 +210,15 @@ pub async fn run(
         });
 
         let mut clean = true;
-        let plans: Vec<(Target, Vec<PatchOp>)> = mutating
+        let plans: Vec<(Target, json_patch::Patch)> = mutating
             .items()
             .map(Target::mutating)
             .chain(validating.items().map(Target::validating))
             .filter_map(|t| plan(&t, &istiod, &tags, &bundle).map(|ops| (t, ops)))
             .collect();
         for (target, ops) in plans {
-            let patch = match serde_json::to_value(&ops).and_then(serde_json::from_value) {
-                Ok(patch) => Patch::<()>::Json(patch),
-                Err(err) => {
-                    tracing::error!(%err, "building a JSON patch");
-                    clean = false;
-                    continue;
-                }
-            };
+            let webhooks = ops.len() - 1;
+            let patch = Patch::<()>::Json(ops);
             let result = match target.kind {
                 WebhookKind::Mutating => {
                     mutating_api.patch(&target.name, &params, &patch).await.map(|o| mutating.apply(Event::Apply(o)))
@@ -224,7 +230,7 @@ pub async fn run(
             match result {
                 Ok(_) => {
                     stats.count_webhook_patch();
-                    tracing::info!(kind = ?target.kind, name = %target.name, webhooks = ops.len() - 1, "patched caBundle");
+                    tracing::info!(kind = ?target.kind, name = %target.name, webhooks, "patched caBundle");
                 }
                 Err(err) => {
                     // A stale resourceVersion fails the test op: the watch brings the new one, then retry.

@@ -203,7 +203,7 @@ mod tests {
         stats.count_hello(true);
         stats.count_hello(false);
         stats.count_push();
-        stats.count_injection(&Decision::Patch(vec![]));
+        stats.count_injection(&Decision::Patch(json_patch::Patch::default()));
         let istiod = Arc::new(Istiod {
             version: meshshift_core::version::IstioVersion::new(1, 9, 7),
             revision: "1-9-7".into(),

@@ -45,10 +45,12 @@ impl IstioKind {
     }
 }
 
+/// One watch event for the config state. The events are boxed: a channel slot is as large as the largest
+/// variant, and an `Event<Service>` is hundreds of bytes.
 enum Source {
-    Istio(IstioKind, Event<DynamicObject>),
+    Istio(IstioKind, Box<Event<DynamicObject>>),
     Absent(IstioKind),
-    Service(Event<Service>),
+    Service(Box<Event<Service>>),
 }
 
 /// The ApiResource of `kind`, or `None` when the apiserver does not serve it (CRD not installed).
@@ -81,7 +83,7 @@ async fn follow_istio_kind(client: kube::Client, kind: IstioKind, tx: mpsc::Send
     while let Some(event) = events.next().await {
         match event {
             Ok(event) => {
-                if tx.send(Source::Istio(kind, event)).await.is_err() {
+                if tx.send(Source::Istio(kind, Box::new(event))).await.is_err() {
                     return;
                 }
             }
@@ -96,7 +98,7 @@ async fn follow_services(client: kube::Client, tx: mpsc::Sender<Source>) {
     while let Some(event) = events.next().await {
         match event {
             Ok(event) => {
-                if tx.send(Source::Service(event)).await.is_err() {
+                if tx.send(Source::Service(Box::new(event))).await.is_err() {
                     return;
                 }
             }
@@ -116,11 +118,11 @@ struct Indexes {
 impl Indexes {
     fn apply(&mut self, source: Source) {
         match source {
-            Source::Istio(IstioKind::Gateway, e) => self.gateways.apply(e),
-            Source::Istio(IstioKind::VirtualService, e) => self.virtual_services.apply(e),
+            Source::Istio(IstioKind::Gateway, e) => self.gateways.apply(*e),
+            Source::Istio(IstioKind::VirtualService, e) => self.virtual_services.apply(*e),
             Source::Absent(IstioKind::Gateway) => self.gateways.set_absent(),
             Source::Absent(IstioKind::VirtualService) => self.virtual_services.set_absent(),
-            Source::Service(e) => self.services.apply(e),
+            Source::Service(e) => self.services.apply(*e),
         };
     }
 

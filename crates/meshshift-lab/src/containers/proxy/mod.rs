@@ -16,7 +16,6 @@
 pub mod drain;
 pub mod proxy_config;
 pub mod ready;
-pub mod regex;
 pub mod route_config;
 pub mod router;
 pub mod routes;

@@ -10,10 +10,9 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_json::Value;
 
 use super::proxy_config::parse_duration;
-use super::regex::Regex;
 use super::routes::{
     BoundServer, Destination, HttpRoute, RESERVED_PORTS, RequestMatch, RouteAction, RouteTable, ServerHost,
-    StringMatch, VirtualServiceRoutes,
+    StringMatch, VirtualServiceRoutes, full_match_regex,
 };
 use crate::containers::protocol::{ConfigSnapshot, ServiceEntry};
 
@@ -321,7 +320,7 @@ fn string_match(value: &Value) -> Result<StringMatch, String> {
     } else if let Some(v) = text("prefix") {
         Ok(StringMatch::Prefix(v))
     } else if let Some(v) = text("regex") {
-        Regex::new(&v).map(StringMatch::Regex).map_err(|e| e.to_string())
+        full_match_regex(&v).map(StringMatch::Regex)
     } else {
         Err(format!("unsupported string match {value}"))
     }

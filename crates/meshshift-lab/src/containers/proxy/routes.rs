@@ -23,7 +23,6 @@ use std::time::Duration;
 
 use http::HeaderMap;
 
-use super::regex::Regex;
 use super::route_config::qualify_host;
 pub use super::route_config::{GatewayPod, listener_ports};
 
@@ -31,15 +30,39 @@ pub use super::route_config::{GatewayPod, listener_ports};
 /// gateway listeners.
 pub const RESERVED_PORTS: [u16; 8] = [15000, 15001, 15004, 15006, 15008, 15020, 15021, 15090];
 
+/// The most heap one compiled `regex` match may use (the regex crate's `size_limit`): a VirtualService
+/// cannot make a proxy build an outsize automaton. A pattern over it is refused like an invalid one.
+pub const REGEX_SIZE_LIMIT: usize = 1 << 20;
+
 /// A string condition of a match.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub enum StringMatch {
     /// The whole value.
     Exact(String),
     /// A prefix of the value.
     Prefix(String),
-    /// The whole value matches this pattern.
-    Regex(Regex),
+    /// The whole value matches this pattern (compiled by [`full_match_regex`]).
+    Regex(regex::Regex),
+}
+
+/// Compiles a `regex` StringMatch. Istio's `regex` is RE2 syntax, which the regex crate follows, matched
+/// against the whole value (Envoy's `safe_regex`), hence the anchors around the pattern. Matching takes
+/// linear time, so no pattern can stall a request.
+///
+/// Known differences from RE2: `\d`, `\w`, `\s` and `\b` are Unicode-aware here (ASCII-only in RE2), and a
+/// `{` that does not start a repetition (`a{x`) is a syntax error here (a literal in RE2).
+pub fn full_match_regex(pattern: &str) -> Result<regex::Regex, String> {
+    regex::RegexBuilder::new(&format!("^(?:{pattern})$")).size_limit(REGEX_SIZE_LIMIT).build().map_err(|e| {
+        let detail = match e {
+            // The last line of the multi-line report says what is wrong (the others quote the anchored pattern).
+            regex::Error::Syntax(report) => {
+                report.lines().last().unwrap_or_default().trim_start_matches("error: ").to_owned()
+            }
+            regex::Error::CompiledTooBig(limit) => format!("compiles to more than {limit} bytes"),
+            other => other.to_string(),
+        };
+        format!("regex {pattern:?}: {detail}")
+    })
 }
 
 impl StringMatch {
@@ -52,7 +75,7 @@ impl StringMatch {
                 value.len() >= p.len() && value.is_char_boundary(p.len()) && value[..p.len()].eq_ignore_ascii_case(p)
             }
             StringMatch::Prefix(p) => value.starts_with(p.as_str()),
-            StringMatch::Regex(r) => r.full_match(value),
+            StringMatch::Regex(r) => r.is_match(value),
         }
     }
 }
@@ -388,6 +411,70 @@ mod tests {
     use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
     use serde_json::{Value, json};
 
+    fn m(pattern: &str, text: &str) -> bool {
+        full_match_regex(pattern).unwrap_or_else(|e| panic!("{e}")).is_match(text)
+    }
+
+    #[test]
+    fn regex_literals_and_dots_match_whole_strings_only() {
+        assert!(m("/productpage", "/productpage"));
+        assert!(!m("/product", "/productpage"), "whole-string match, like Envoy's safe_regex");
+        assert!(!m("product", "/productpage"));
+        assert!(!m("a|b", "ab"), "the anchors hold across a top-level alternation");
+        assert!(m("/a.c", "/abc"));
+        assert!(!m("/a\\.c", "/abc"));
+        assert!(m("/a\\.c", "/a.c"));
+    }
+
+    #[test]
+    fn regex_quantifiers() {
+        assert!(m("/api/v1/products/\\d+", "/api/v1/products/42"));
+        assert!(!m("/api/v1/products/\\d+", "/api/v1/products/"));
+        assert!(m("/static/.*", "/static/"));
+        assert!(m("/static/.*", "/static/css/x.css"));
+        assert!(m("ab?c", "ac"));
+        assert!(m("ab{2,3}c", "abbbc"));
+        assert!(!m("ab{2,3}c", "abbbbc"));
+        assert!(m("ab{2}c", "abbc"));
+        assert!(m("ab{2,}c", "abbbbbc"));
+        assert!(m("a.*?b", "axxb"));
+        assert!(m("a\\{x", "a{x"), "an escaped brace is a literal");
+    }
+
+    #[test]
+    fn regex_classes_groups_alternation_and_flags() {
+        assert!(m("/reviews/[0-9]+", "/reviews/7"));
+        assert!(m("/[^/]+/x", "/abc/x"));
+        assert!(!m("/[^/]+/x", "/a/b/x"));
+        assert!(m("/(login|logout)", "/logout"));
+        assert!(!m("/(login|logout)", "/log"));
+        assert!(m("/(?:a|b)+", "/abba"));
+        assert!(m("^/v[12]/.*$", "/v2/x"));
+        assert!(m("[\\w-]+", "a_b-c"));
+        assert!(m("[-a]+", "-a-"));
+        // RE2 has flags and Unicode classes: they work here too.
+        assert!(m("(?i)/API/.*", "/api/x"));
+        assert!(m("/\\pL+", "/abc"));
+    }
+
+    #[test]
+    fn invalid_regexes_are_errors() {
+        for pattern in ["(abc", "*a", "a{3,1}", "a{x", "[z-a]"] {
+            let err = full_match_regex(pattern).expect_err(pattern);
+            assert!(err.starts_with(&format!("regex {pattern:?}: ")), "{err}");
+            assert!(!err.contains('\n'), "one line for the warning: {err}");
+        }
+    }
+
+    #[test]
+    fn pathological_regexes_neither_hang_nor_compile_unbounded() {
+        let text = "a".repeat(40) + "b";
+        assert!(!m("(a*)*c", &text));
+        assert!(!m("(a|a)*c", &text));
+        let err = full_match_regex("(\\w{50}){50}").expect_err("too big");
+        assert!(err.contains("compiles to more than"), "{err}");
+    }
+
     /// The shared fixtures (outside the repository: tests read them, the project does not copy them).
     const BOOKINFO_GATEWAY: &str = concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -709,7 +796,7 @@ mod tests {
             "bad-regex",
             &["*"],
             &["bookinfo-gateway"],
-            json!([{ "match": [{ "uri": { "regex": "(?i)x" } }], "route": [{ "destination": { "host": "x" } }] }]),
+            json!([{ "match": [{ "uri": { "regex": "(x" } }], "route": [{ "destination": { "host": "x" } }] }]),
         ));
         let table = RouteTable::build(&snapshot, &legacy_pod());
         assert_eq!(table.warnings.len(), 2, "{:?}", table.warnings);

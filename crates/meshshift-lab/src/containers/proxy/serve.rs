@@ -92,10 +92,10 @@ pub async fn serve(listener: TcpListener, handler: Handler, state: Arc<ProxyStat
 /// Resolves when `stop` turns true; never for admin listeners (or when the sender is gone: the container
 /// is being dropped, which aborts this task anyway).
 async fn stopped(stop: &mut Option<watch::Receiver<bool>>) {
-    if let Some(rx) = stop {
-        if rx.wait_for(|s| *s).await.is_ok() {
-            return;
-        }
+    if let Some(rx) = stop
+        && rx.wait_for(|s| *s).await.is_ok()
+    {
+        return;
     }
     std::future::pending().await
 }
