@@ -25,7 +25,9 @@ pub enum Rollout {
 /// updated replicas available; `ProgressDeadlineExceeded` fails.
 pub fn rollout_status(d: &Deployment) -> Rollout {
     let generation = d.metadata.generation.unwrap_or(0);
-    let Some(status) = d.status.as_ref() else { return Rollout::Progressing("waiting for the deployment controller".into()) };
+    let Some(status) = d.status.as_ref() else {
+        return Rollout::Progressing("waiting for the deployment controller".into());
+    };
     if status.observed_generation.unwrap_or(0) < generation {
         return Rollout::Progressing("waiting for the deployment spec update to be observed".into());
     }
@@ -95,7 +97,12 @@ fn settled() -> impl Condition<Deployment> {
 }
 
 /// Waits until the Deployment's rollout completes (or fails), at most `timeout`.
-pub async fn wait_rollout(api: &Api<Deployment>, namespace: &str, name: &str, timeout: Duration) -> Result<(), RolloutError> {
+pub async fn wait_rollout(
+    api: &Api<Deployment>,
+    namespace: &str,
+    name: &str,
+    timeout: Duration,
+) -> Result<(), RolloutError> {
     let outcome = tokio::time::timeout(timeout, await_condition(api.clone(), name, settled())).await;
     let err_ns = || namespace.to_owned();
     match outcome {
@@ -157,8 +164,11 @@ mod tests {
     fn complete_and_failed() {
         let d = dep(2, json!({"observedGeneration": 2, "replicas": 2, "updatedReplicas": 2, "availableReplicas": 2}));
         assert_eq!(rollout_status(&d), Rollout::Complete);
-        let d = dep(2, json!({"observedGeneration": 2, "replicas": 2, "updatedReplicas": 1, "availableReplicas": 1,
-            "conditions": [{"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded", "message": "ReplicaSet x has timed out"}]}));
+        let d = dep(
+            2,
+            json!({"observedGeneration": 2, "replicas": 2, "updatedReplicas": 1, "availableReplicas": 1,
+            "conditions": [{"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded", "message": "ReplicaSet x has timed out"}]}),
+        );
         assert!(matches!(rollout_status(&d), Rollout::Failed(m) if m.contains("timed out")));
     }
 }

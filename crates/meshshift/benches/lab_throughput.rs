@@ -29,7 +29,8 @@ struct Result {
 }
 
 async fn load(addr: SocketAddr, path: &'static str) -> Result {
-    let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).pool_max_idle_per_host(CONNECTIONS).build_http();
+    let client: Client<_, Empty<Bytes>> =
+        Client::builder(TokioExecutor::new()).pool_max_idle_per_host(CONNECTIONS).build_http();
     let failed = Arc::new(AtomicU64::new(0));
     let end = Instant::now() + DURATION;
     let mut tasks = Vec::new();
@@ -61,7 +62,13 @@ async fn load(addr: SocketAddr, path: &'static str) -> Result {
 }
 
 fn row(what: &str, r: &Result) {
-    let p = |q: f64| r.latencies_us.get(((r.latencies_us.len() as f64 * q) as usize).min(r.latencies_us.len().saturating_sub(1))).copied().unwrap_or(0) as f64 / 1000.0;
+    let p = |q: f64| {
+        r.latencies_us
+            .get(((r.latencies_us.len() as f64 * q) as usize).min(r.latencies_us.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0) as f64
+            / 1000.0
+    };
     println!(
         "| {what} | {:.0} req/s | {:.1} ms | {:.1} ms | {} |",
         r.ok as f64 / DURATION.as_secs_f64(),
@@ -81,12 +88,35 @@ async fn local_server() -> SocketAddr {
 
 fn main() {
     let began = Instant::now();
-    let lab = TestCluster::start_lab(std::path::Path::new(env!("CARGO_BIN_EXE_meshshift")), &LabOptions::full(3)).expect("lab");
+    let lab = TestCluster::start_lab(std::path::Path::new(env!("CARGO_BIN_EXE_meshshift")), &LabOptions::full(3))
+        .expect("lab");
     let up = began.elapsed();
     let dir = lab.dir().to_str().expect("utf-8").to_owned();
     for args in [
-        vec!["lab", "install-istio", "--dir", &dir, "--version", "1.9.7", "--gateway", "istio-ingress/istio-ingressgateway-1-9-7", "--load-balancer", "istio-ingress/ingress"],
-        vec!["lab", "install-bookinfo", "--dir", &dir, "--namespace", "bookinfo", "--replicas", "2", "--revision", "1-9-7"],
+        vec![
+            "lab",
+            "install-istio",
+            "--dir",
+            &dir,
+            "--version",
+            "1.9.7",
+            "--gateway",
+            "istio-ingress/istio-ingressgateway-1-9-7",
+            "--load-balancer",
+            "istio-ingress/ingress",
+        ],
+        vec![
+            "lab",
+            "install-bookinfo",
+            "--dir",
+            &dir,
+            "--namespace",
+            "bookinfo",
+            "--replicas",
+            "2",
+            "--revision",
+            "1-9-7",
+        ],
         vec!["lab", "install-bookinfo", "--dir", &dir, "--namespace", "plain", "--replicas", "1"],
     ] {
         let run = meshshift(&args);
@@ -94,13 +124,21 @@ fn main() {
     }
     let installed = began.elapsed();
     let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let ingress = LoadBalancers::host_addr(lab.dir(), "istio-ingress", "ingress", 80).expect("registry").expect("host port");
-    println!("lab up (3 nodes) in {:.1} s; Istio 1.9.7 + gateway + 2 bookinfo installs ready after {:.1} s", up.as_secs_f64(), installed.as_secs_f64());
+    let ingress =
+        LoadBalancers::host_addr(lab.dir(), "istio-ingress", "ingress", 80).expect("registry").expect("host port");
+    println!(
+        "lab up (3 nodes) in {:.1} s; Istio 1.9.7 + gateway + 2 bookinfo installs ready after {:.1} s",
+        up.as_secs_f64(),
+        installed.as_secs_f64()
+    );
     println!("| path ({CONNECTIONS} connections, {} s) | rate | p50 | p99 | failed |", DURATION.as_secs());
     println!("|---|---|---|---|---|");
     rt.block_on(async {
         tokio::time::sleep(Duration::from_secs(2)).await;
-        row("LB -> gateway -> productpage -> details + reviews -> ratings (sidecars on every hop)", &load(ingress, "/productpage").await);
+        row(
+            "LB -> gateway -> productpage -> details + reviews -> ratings (sidecars on every hop)",
+            &load(ingress, "/productpage").await,
+        );
         row("LB -> gateway -> productpage `/static/x` (no fan-out)", &load(ingress, "/static/x").await);
         let local = local_server().await;
         row("plain local axum server (the load generator's ceiling)", &load(local, "/").await);

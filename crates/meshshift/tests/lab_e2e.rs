@@ -25,7 +25,8 @@ type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Emp
 fn lab() -> TestCluster {
     let mut opts = LabOptions::full(3);
     opts.propagation_delay = Duration::from_millis(500);
-    TestCluster::start_lab(std::path::Path::new(env!("CARGO_BIN_EXE_meshshift")), &opts).unwrap_or_else(|e| panic!("lab did not start: {e}"))
+    TestCluster::start_lab(std::path::Path::new(env!("CARGO_BIN_EXE_meshshift")), &opts)
+        .unwrap_or_else(|e| panic!("lab did not start: {e}"))
 }
 
 fn run_ok(args: &[&str]) {
@@ -34,9 +35,16 @@ fn run_ok(args: &[&str]) {
 }
 
 /// One GET; the status and the headers that tell who answered, or the transport error.
-async fn get(client: &HttpClient, addr: SocketAddr, path: &str) -> Result<(u16, Option<String>, Option<String>), String> {
+async fn get(
+    client: &HttpClient,
+    addr: SocketAddr,
+    path: &str,
+) -> Result<(u16, Option<String>, Option<String>), String> {
     let uri: hyper::Uri = format!("http://{addr}{path}").parse().map_err(|e| format!("{e}"))?;
-    let resp = tokio::time::timeout(Duration::from_secs(5), client.get(uri)).await.map_err(|_| "timeout".to_owned())?.map_err(|e| format!("{e}"))?;
+    let resp = tokio::time::timeout(Duration::from_secs(5), client.get(uri))
+        .await
+        .map_err(|_| "timeout".to_owned())?
+        .map_err(|e| format!("{e}"))?;
     let status = resp.status().as_u16();
     let header = |n: &str| resp.headers().get(n).and_then(|v| v.to_str().ok()).map(str::to_owned);
     let (rev, proxy) = (header("x-meshshift-revision"), header("x-meshshift-proxy"));
@@ -67,8 +75,30 @@ fn lb_addr(cluster: &TestCluster) -> SocketAddr {
 
 /// Installs Istio 1.9.7 with its gateway, the user's LoadBalancer, and bookinfo (2 replicas each).
 fn install_mesh(dir: &str) {
-    run_ok(&["lab", "install-istio", "--dir", dir, "--version", "1.9.7", "--gateway", "istio-ingress/istio-ingressgateway-1-9-7", "--load-balancer", "istio-ingress/ingress"]);
-    run_ok(&["lab", "install-bookinfo", "--dir", dir, "--namespace", "bookinfo", "--replicas", "2", "--revision", "1-9-7"]);
+    run_ok(&[
+        "lab",
+        "install-istio",
+        "--dir",
+        dir,
+        "--version",
+        "1.9.7",
+        "--gateway",
+        "istio-ingress/istio-ingressgateway-1-9-7",
+        "--load-balancer",
+        "istio-ingress/ingress",
+    ]);
+    run_ok(&[
+        "lab",
+        "install-bookinfo",
+        "--dir",
+        dir,
+        "--namespace",
+        "bookinfo",
+        "--replicas",
+        "2",
+        "--revision",
+        "1-9-7",
+    ]);
 }
 
 #[tokio::test]
@@ -91,13 +121,19 @@ async fn lab_bookinfo_through_the_ingress_answers_every_request() {
             other => failures.push(other),
         }
     }
-    assert!(failures.is_empty(), "{} of 1000 requests failed: {:?}", failures.len(), &failures[..failures.len().min(5)]);
+    assert!(
+        failures.is_empty(),
+        "{} of 1000 requests failed: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
 
     // Every bookinfo pod was injected by the 1-9-7 istiod through the real webhook.
     let run = meshshift(&["status", "-o", "json", "--kubeconfig", cluster.kubeconfig_path().to_str().expect("utf-8")]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     let report: serde_json::Value = serde_json::from_str(&run.stdout).expect("json");
-    let bookinfo: Vec<&serde_json::Value> = report["workloads"].as_array().expect("workloads").iter().filter(|w| w["namespace"] == "bookinfo").collect();
+    let bookinfo: Vec<&serde_json::Value> =
+        report["workloads"].as_array().expect("workloads").iter().filter(|w| w["namespace"] == "bookinfo").collect();
     assert_eq!(bookinfo.len(), 6);
     for w in bookinfo {
         for p in w["pods"].as_array().expect("pods") {
@@ -119,7 +155,9 @@ async fn lab_failure_modes_istiod_loss_gateway_loss_and_selector_switch() {
     wait_serving(&client, addr).await;
 
     // A pod created in a namespace labelled for the revision is injected by that revision's istiod.
-    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": "probe", "labels": {"istio.io/rev": "1-9-7"}}})).expect("ns");
+    let ns: Namespace =
+        serde_json::from_value(json!({"metadata": {"name": "probe", "labels": {"istio.io/rev": "1-9-7"}}}))
+            .expect("ns");
     Api::<Namespace>::all(kube.clone()).create(&PostParams::default(), &ns).await.expect("namespace");
     let pods: Api<Pod> = Api::namespaced(kube.clone(), "probe");
     let pod: Pod = serde_json::from_value(json!({"metadata": {"name": "app"}, "spec": {"containers": [{"name": "app", "image": "example/app:1", "ports": [{"containerPort": 8080}]}]}})).expect("pod");
@@ -139,13 +177,28 @@ async fn lab_failure_modes_istiod_loss_gateway_loss_and_selector_switch() {
 
     // A second gateway colour behind the same LoadBalancer: patching only its selector moves new
     // connections to green after the propagation delay, and with both colours up nothing fails.
-    run_ok(&["lab", "install-istio", "--dir", &dir, "--version", "1.10.6", "--gateway", "istio-ingress/istio-ingressgateway-1-10-6"]);
+    run_ok(&[
+        "lab",
+        "install-istio",
+        "--dir",
+        &dir,
+        "--version",
+        "1.10.6",
+        "--gateway",
+        "istio-ingress/istio-ingressgateway-1-10-6",
+    ]);
     for _ in 0..50 {
-        assert!(matches!(get(&client, addr, "/productpage").await, Ok((200, Some(r), _)) if r == "1-9-7"), "blue serves until the switch");
+        assert!(
+            matches!(get(&client, addr, "/productpage").await, Ok((200, Some(r), _)) if r == "1-9-7"),
+            "blue serves until the switch"
+        );
     }
     let services: Api<Service> = Api::namespaced(kube.clone(), "istio-ingress");
     let select = |rev: &str| json!({"spec": {"selector": {"istio": "ingressgateway", "version": rev}}});
-    services.patch("ingress", &PatchParams::default(), &Patch::Merge(&select("1-10-6"))).await.expect("switch selector");
+    services
+        .patch("ingress", &PatchParams::default(), &Patch::Merge(&select("1-10-6")))
+        .await
+        .expect("switch selector");
     let began = Instant::now();
     let (mut blue_after_switch, mut failed) = (0, 0);
     loop {
@@ -160,7 +213,10 @@ async fn lab_failure_modes_istiod_loss_gateway_loss_and_selector_switch() {
     assert!(blue_after_switch > 0, "new connections move only after the propagation delay");
     assert_eq!(failed, 0, "a selector switch between two serving colours fails no request");
     for _ in 0..50 {
-        assert!(matches!(get(&http_client(), addr, "/productpage").await, Ok((200, Some(r), _)) if r == "1-10-6"), "all new connections go to green");
+        assert!(
+            matches!(get(&http_client(), addr, "/productpage").await, Ok((200, Some(r), _)) if r == "1-10-6"),
+            "all new connections go to green"
+        );
     }
     services.patch("ingress", &PatchParams::default(), &Patch::Merge(&select("1-9-7"))).await.expect("switch back");
     let began = Instant::now();
@@ -178,19 +234,37 @@ async fn lab_failure_modes_istiod_loss_gateway_loss_and_selector_switch() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     for _ in 0..100 {
-        assert!(matches!(get(&client, addr, "/productpage").await, Ok((200, _, _))), "running proxies keep serving without istiod");
+        assert!(
+            matches!(get(&client, addr, "/productpage").await, Ok((200, _, _))),
+            "running proxies keep serving without istiod"
+        );
     }
     let gateways: Api<Deployment> = Api::namespaced(kube.clone(), "istio-ingress");
-    gateways.patch("istio-ingressgateway-1-9-7", &PatchParams::default(), &Patch::Merge(json!({"spec": {"replicas": 3}}))).await.expect("scale up");
+    gateways
+        .patch("istio-ingressgateway-1-9-7", &PatchParams::default(), &Patch::Merge(json!({"spec": {"replicas": 3}})))
+        .await
+        .expect("scale up");
     tokio::time::sleep(Duration::from_secs(8)).await;
     let gw_pods: Api<Pod> = Api::namespaced(kube.clone(), "istio-ingress");
     let listed = gw_pods.list(&ListParams::default().labels("version=1-9-7")).await.expect("list").items;
-    let ready = |p: &Pod| p.status.as_ref().and_then(|s| s.conditions.as_ref()).is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+    let ready = |p: &Pod| {
+        p.status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+    };
     assert_eq!(listed.len(), 3);
-    assert_eq!(listed.iter().filter(|p| ready(p)).count(), 2, "the new gateway pod never becomes ready without its istiod");
+    assert_eq!(
+        listed.iter().filter(|p| ready(p)).count(),
+        2,
+        "the new gateway pod never becomes ready without its istiod"
+    );
 
     // The gateway pods go away: ingress requests fail.
-    gateways.patch("istio-ingressgateway-1-9-7", &PatchParams::default(), &Patch::Merge(json!({"spec": {"replicas": 0}}))).await.expect("scale down");
+    gateways
+        .patch("istio-ingressgateway-1-9-7", &PatchParams::default(), &Patch::Merge(json!({"spec": {"replicas": 0}})))
+        .await
+        .expect("scale down");
     let began = Instant::now();
     loop {
         if get(&http_client(), addr, "/productpage").await.is_err() {

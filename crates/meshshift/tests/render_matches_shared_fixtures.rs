@@ -35,13 +35,17 @@ fn hooks(v: &Value) -> Vec<(String, Webhook)> {
 }
 
 fn spec(version: &str, revision: &str) -> ControlPlaneSpec {
-    ControlPlaneSpec::new(version.parse::<IstioVersion>().expect("version"), Revision::parse(revision).expect("revision"))
+    ControlPlaneSpec::new(
+        version.parse::<IstioVersion>().expect("version"),
+        Revision::parse(revision).expect("revision"),
+    )
 }
 
 fn assert_control_plane_matches(version: &str, revision: &str, fixture: &str) {
     let real = fixture_docs(fixture);
     let ours = control_plane(&spec(version, revision));
-    let (real_mwc, our_mwc) = (find(&real, "MutatingWebhookConfiguration"), find(&ours, "MutatingWebhookConfiguration"));
+    let (real_mwc, our_mwc) =
+        (find(&real, "MutatingWebhookConfiguration"), find(&ours, "MutatingWebhookConfiguration"));
     assert_eq!(our_mwc["metadata"]["name"], real_mwc["metadata"]["name"], "{fixture}: injector name");
     assert_eq!(our_mwc["metadata"]["labels"]["istio.io/rev"], real_mwc["metadata"]["labels"]["istio.io/rev"]);
     assert_eq!(hooks(our_mwc), hooks(real_mwc), "{fixture}: injector webhooks");
@@ -51,20 +55,36 @@ fn assert_control_plane_matches(version: &str, revision: &str, fixture: &str) {
     assert_eq!(our_dep.metadata.name, real_dep.metadata.name);
     let (rs, os) = (real_dep.spec.expect("spec"), our_dep.spec.expect("spec"));
     assert_eq!(os.selector, rs.selector, "{fixture}: istiod selector");
-    let label = |d: &k8s_openapi::api::apps::v1::DeploymentSpec, k: &str| d.template.metadata.as_ref().and_then(|m| m.labels.as_ref()).and_then(|l| l.get(k).cloned());
+    let label = |d: &k8s_openapi::api::apps::v1::DeploymentSpec, k: &str| {
+        d.template.metadata.as_ref().and_then(|m| m.labels.as_ref()).and_then(|l| l.get(k).cloned())
+    };
     for k in ["app", "istio", "istio.io/rev", "sidecar.istio.io/inject"] {
         assert_eq!(label(&os, k), label(&rs, k), "{fixture}: pod label {k}");
     }
-    let image = |d: &k8s_openapi::api::apps::v1::DeploymentSpec| d.template.spec.as_ref().and_then(|s| s.containers.iter().find(|c| c.name == "discovery")).and_then(|c| c.image.clone());
+    let image = |d: &k8s_openapi::api::apps::v1::DeploymentSpec| {
+        d.template
+            .spec
+            .as_ref()
+            .and_then(|s| s.containers.iter().find(|c| c.name == "discovery"))
+            .and_then(|c| c.image.clone())
+    };
     assert_eq!(image(&os), image(&rs), "{fixture}: discovery image");
 
     let real_svc: Service = serde_json::from_value(find(&real, "Service").clone()).expect("service");
     let our_svc: Service = serde_json::from_value(find(&ours, "Service").clone()).expect("service");
     assert_eq!(our_svc.metadata.name, real_svc.metadata.name);
-    assert_eq!(our_svc.spec.as_ref().and_then(|s| s.selector.clone()), real_svc.spec.as_ref().and_then(|s| s.selector.clone()), "{fixture}: istiod Service selector");
+    assert_eq!(
+        our_svc.spec.as_ref().and_then(|s| s.selector.clone()),
+        real_svc.spec.as_ref().and_then(|s| s.selector.clone()),
+        "{fixture}: istiod Service selector"
+    );
 
     let cm_names = |docs: &[Value]| -> Vec<String> {
-        let mut v: Vec<String> = docs.iter().filter(|d| d["kind"] == "ConfigMap").filter_map(|d| d["metadata"]["name"].as_str().map(str::to_owned)).collect();
+        let mut v: Vec<String> = docs
+            .iter()
+            .filter(|d| d["kind"] == "ConfigMap")
+            .filter_map(|d| d["metadata"]["name"].as_str().map(str::to_owned))
+            .collect();
         v.sort();
         v
     };
@@ -97,14 +117,17 @@ fn render_default_installs_match_istio_shared_fixtures() {
 #[test]
 fn render_revision_tags_match_istio_shared_fixtures() {
     let real = fixture_docs("helm-rendered/1.10.6/revision-tag-prod-to-1-10-6.yaml");
-    let ours = tag_webhook(&"1.10.6".parse().expect("v"), "prod", &Revision::parse("1-10-6").expect("r"), "istio-system");
+    let ours =
+        tag_webhook(&"1.10.6".parse().expect("v"), "prod", &Revision::parse("1-10-6").expect("r"), "istio-system");
     let real_mwc = find(&real, "MutatingWebhookConfiguration");
     assert_eq!(ours["metadata"]["name"], real_mwc["metadata"]["name"]);
     assert_eq!(ours["metadata"]["labels"]["istio.io/tag"], real_mwc["metadata"]["labels"]["istio.io/tag"]);
     assert_eq!(hooks(&ours), hooks(real_mwc), "prod tag webhooks");
 
     let real = fixture_docs("helm-rendered/1.24.6/revision-tags-default-prod-to-1-24-6.yaml");
-    let real_default = real.iter().find(|d| d["metadata"]["name"] == "istio-revision-tag-default").expect("default tag");
-    let ours = tag_webhook(&"1.24.6".parse().expect("v"), "default", &Revision::parse("1-24-6").expect("r"), "istio-system");
+    let real_default =
+        real.iter().find(|d| d["metadata"]["name"] == "istio-revision-tag-default").expect("default tag");
+    let ours =
+        tag_webhook(&"1.24.6".parse().expect("v"), "default", &Revision::parse("1-24-6").expect("r"), "istio-system");
     assert_eq!(hooks(&ours), hooks(real_default), "default tag webhooks");
 }

@@ -62,7 +62,8 @@ fn ports() -> Value {
 /// The gateway's Deployment and its own ClusterIP Service.
 pub fn gateway(spec: &GatewaySpec) -> Vec<Value> {
     let rev = rev_label(&spec.revision);
-    let mut pod_labels = json!({"app": "istio-ingressgateway", "istio": "ingressgateway", "version": rev, "istio.io/rev": rev});
+    let mut pod_labels =
+        json!({"app": "istio-ingressgateway", "istio": "ingressgateway", "version": rev, "istio.io/rev": rev});
     let mut annotations = json!({"proxy.istio.io/config": "terminationDrainDuration: 5s"});
     let container = if spec.injected {
         pod_labels["sidecar.istio.io/inject"] = json!("true");

@@ -80,7 +80,11 @@ mod tests {
         let w = injector_webhook(&v("1.9.7"), &rev("1-9-7"), "istio-system");
         assert_eq!(w["webhooks"].as_array().map(Vec::len), Some(1));
         let w = injector_webhook(&v("1.10.6"), &Revision::default_revision(), "istio-system");
-        assert_eq!(w["webhooks"].as_array().map(Vec::len), Some(4), "default 1.10+: rev.namespace, rev.object, namespace, object");
+        assert_eq!(
+            w["webhooks"].as_array().map(Vec::len),
+            Some(4),
+            "default 1.10+: rev.namespace, rev.object, namespace, object"
+        );
     }
 
     #[test]
@@ -88,11 +92,15 @@ mod tests {
         let spec = ControlPlaneSpec::new("1.10.6".parse().expect("v"), rev("1-10-6"));
         let objs = control_plane(&spec);
         let kinds: Vec<&str> = objs.iter().filter_map(|o| o["kind"].as_str()).collect();
-        assert_eq!(kinds, ["ServiceAccount", "ConfigMap", "ConfigMap", "Deployment", "Service", "MutatingWebhookConfiguration"]);
+        assert_eq!(
+            kinds,
+            ["ServiceAccount", "ConfigMap", "ConfigMap", "Deployment", "Service", "MutatingWebhookConfiguration"]
+        );
         for o in &objs {
             assert_eq!(o["metadata"]["labels"]["istio.io/rev"], "1-10-6", "{} carries its revision", o["kind"]);
         }
-        let values: serde_json::Value = serde_json::from_str(objs[2]["data"]["values"].as_str().expect("values")).expect("json");
+        let values: serde_json::Value =
+            serde_json::from_str(objs[2]["data"]["values"].as_str().expect("values")).expect("json");
         assert_eq!(values["global"]["tag"], "1.10.6", "status falls back to this when the image has no tag");
     }
 
@@ -129,8 +137,16 @@ mod tests {
 
     #[test]
     fn base_validator_name_by_version() {
-        let b = |v: &str| base(&BaseSpec { version: v.parse().expect("v"), namespace: "istio-system".into(), default_revision: rev("1-9-7") });
-        let name = |objs: Vec<serde_json::Value>| objs.iter().find(|o| o["kind"] == "ValidatingWebhookConfiguration").map(|o| o["metadata"]["name"].clone());
+        let b = |v: &str| {
+            base(&BaseSpec {
+                version: v.parse().expect("v"),
+                namespace: "istio-system".into(),
+                default_revision: rev("1-9-7"),
+            })
+        };
+        let name = |objs: Vec<serde_json::Value>| {
+            objs.iter().find(|o| o["kind"] == "ValidatingWebhookConfiguration").map(|o| o["metadata"]["name"].clone())
+        };
         assert_eq!(name(b("1.9.7")), Some(serde_json::json!("istiod-istio-system")));
         assert_eq!(name(b("1.24.6")), Some(serde_json::json!("istiod-default-validator")));
         assert_eq!(crds().len(), 9);

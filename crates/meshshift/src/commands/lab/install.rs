@@ -32,16 +32,27 @@ pub async fn istio(args: &InstallIstioArgs) -> anyhow::Result<Code> {
     };
     let client = super::client(&args.dir).await?;
     let cp = ControlPlaneSpec::new(version.clone(), revision.clone());
-    let mut docs: Vec<Value> = render::base(&BaseSpec { version: version.clone(), namespace: cp.namespace.clone(), default_revision: revision.clone() });
+    let mut docs: Vec<Value> = render::base(&BaseSpec {
+        version: version.clone(),
+        namespace: cp.namespace.clone(),
+        default_revision: revision.clone(),
+    });
     // The default validator is shared: keep the one a previous install made.
-    let validators: kube::Api<k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration> = kube::Api::all(client.clone());
-    let existing: Vec<String> = validators.list(&Default::default()).await?.items.into_iter().filter_map(|v| v.metadata.name).collect();
-    docs.retain(|d| !(d["kind"] == "ValidatingWebhookConfiguration" && d["metadata"]["name"].as_str().is_some_and(|n| existing.iter().any(|e| e == n))));
+    let validators: kube::Api<k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration> =
+        kube::Api::all(client.clone());
+    let existing: Vec<String> =
+        validators.list(&Default::default()).await?.items.into_iter().filter_map(|v| v.metadata.name).collect();
+    docs.retain(|d| {
+        !(d["kind"] == "ValidatingWebhookConfiguration"
+            && d["metadata"]["name"].as_str().is_some_and(|n| existing.iter().any(|e| e == n)))
+    });
     let control_plane = render::control_plane(&cp);
     // A gateway that is not injected reads the revision's mesh ConfigMap from its own namespace.
     let mesh_config = control_plane
         .iter()
-        .find(|d| d["kind"] == "ConfigMap" && d["metadata"]["name"].as_str().is_some_and(|n| !n.contains("sidecar-injector")))
+        .find(|d| {
+            d["kind"] == "ConfigMap" && d["metadata"]["name"].as_str().is_some_and(|n| !n.contains("sidecar-injector"))
+        })
         .cloned();
     docs.extend(control_plane);
     let bar = spinner(&format!("installing istiod {version} as revision {revision}"));
@@ -57,11 +68,9 @@ pub async fn istio(args: &InstallIstioArgs) -> anyhow::Result<Code> {
         // 1.9 revision in an unlabelled gateway namespace would never be injected: deploy it legacy-style.
         spec.injected = !args.legacy_gateway && render::has_split_injector(&version);
         gateway_docs.push(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}));
-        if !spec.injected && ns != cp.namespace {
-            if let Some(mut copy) = mesh_config.clone() {
-                copy["metadata"]["namespace"] = json!(ns);
-                gateway_docs.push(copy);
-            }
+        if let Some(mut copy) = mesh_config.clone().filter(|_| !spec.injected && ns != cp.namespace) {
+            copy["metadata"]["namespace"] = json!(ns);
+            gateway_docs.push(copy);
         }
         gateway_docs.extend(render::gateway(&spec));
         selectors.push((ns, spec.selector()));
@@ -74,12 +83,18 @@ pub async fn istio(args: &InstallIstioArgs) -> anyhow::Result<Code> {
                 anyhow::anyhow!("--load-balancer {lb}: no --gateway of this revision in namespace {ns} to select")
             })?;
             gateway_docs.push(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}));
-            gateway_docs.push(render::load_balancer(&LoadBalancerSpec { name, namespace: ns, selector, external_traffic_policy: "Cluster".into() }));
+            gateway_docs.push(render::load_balancer(&LoadBalancerSpec {
+                name,
+                namespace: ns,
+                selector,
+                external_traffic_policy: "Cluster".into(),
+            }));
         }
     }
     if !gateway_docs.is_empty() {
         bar.set_message("installing gateways");
-        apply_and_wait(&client, "istio-ingress", gateway_docs, ROLLOUT_TIMEOUT, |m| bar.set_message(m.to_owned())).await?;
+        apply_and_wait(&client, "istio-ingress", gateway_docs, ROLLOUT_TIMEOUT, |m| bar.set_message(m.to_owned()))
+            .await?;
     }
     bar.finish_and_clear();
     eprintln!("istiod {version} (revision {revision}) ready");
@@ -93,7 +108,8 @@ pub async fn bookinfo(args: &InstallBookinfoArgs) -> anyhow::Result<Code> {
         Some("default") => json!({"istio-injection": "enabled"}),
         Some(r) => json!({"istio.io/rev": Revision::parse(r)?.as_str()}),
     };
-    let mut docs = vec![json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": args.namespace, "labels": labels}})];
+    let mut docs =
+        vec![json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": args.namespace, "labels": labels}})];
     docs.extend(render::bookinfo(&BookinfoSpec::new(&args.namespace, args.replicas)));
     docs.extend(render::bookinfo_gateway(&args.namespace));
     let bar = spinner(&format!("installing bookinfo in {}", args.namespace));

@@ -35,7 +35,10 @@ pub async fn up(args: &LabUpArgs) -> anyhow::Result<Code> {
     let bar = spinner("starting the lab");
     let progress_bar = bar.clone();
     let dir_for_up = dir.clone();
-    let outcome = tokio::task::spawn_blocking(move || daemon::up(&exe, &dir_for_up, &opts, |m| progress_bar.set_message(m.to_owned()))).await??;
+    let outcome = tokio::task::spawn_blocking(move || {
+        daemon::up(&exe, &dir_for_up, &opts, |m| progress_bar.set_message(m.to_owned()))
+    })
+    .await??;
     bar.finish_and_clear();
     let state = match outcome {
         Up::Started(state) => {
@@ -50,7 +53,11 @@ pub async fn up(args: &LabUpArgs) -> anyhow::Result<Code> {
     println!("export KUBECONFIG={}", state.kubeconfig.display());
     // The first HTTP port of the first load balancer is the lab's ingress.
     let lbs = LoadBalancers::read(&dir)?;
-    if let Some(host) = lbs.iter().filter(|l| l.port == 80 || l.port_name.as_deref().is_some_and(|n| n.starts_with("http"))).find_map(|l| l.host) {
+    if let Some(host) = lbs
+        .iter()
+        .filter(|l| l.port == 80 || l.port_name.as_deref().is_some_and(|n| n.starts_with("http")))
+        .find_map(|l| l.host)
+    {
         println!("export MESHSHIFT_INGRESS=http://{host}");
     }
     Ok(Code::Ok)
@@ -60,7 +67,11 @@ pub fn down(args: &LabDirArgs) -> anyhow::Result<Code> {
     let dir = dir(args);
     match daemon::down(&dir)? {
         Down::Stopped => eprintln!("lab stopped; {} removed", dir.display()),
-        Down::Killed => eprintln!("lab did not stop within {} s and was killed; {} removed", daemon::DOWN_GRACE.as_secs(), dir.display()),
+        Down::Killed => eprintln!(
+            "lab did not stop within {} s and was killed; {} removed",
+            daemon::DOWN_GRACE.as_secs(),
+            dir.display()
+        ),
         Down::NotRunning => eprintln!("no lab was running in {}", dir.display()),
     }
     Ok(Code::Ok)
@@ -101,7 +112,11 @@ pub fn env(args: &LabDirArgs) -> anyhow::Result<Code> {
     println!("export KUBECONFIG={}", state.kubeconfig.display());
     // The first HTTP port of the first load balancer is the lab's ingress.
     let lbs = LoadBalancers::read(&dir)?;
-    if let Some(host) = lbs.iter().filter(|l| l.port == 80 || l.port_name.as_deref().is_some_and(|n| n.starts_with("http"))).find_map(|l| l.host) {
+    if let Some(host) = lbs
+        .iter()
+        .filter(|l| l.port == 80 || l.port_name.as_deref().is_some_and(|n| n.starts_with("http")))
+        .find_map(|l| l.host)
+    {
         println!("export MESHSHIFT_INGRESS=http://{host}");
     }
     Ok(Code::Ok)
