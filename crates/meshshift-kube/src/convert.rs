@@ -202,6 +202,24 @@ fn webhook_service(c: &adm::WebhookClientConfig) -> Option<model::WebhookService
     })
 }
 
+/// One webhook's injection-relevant fields; the mutating and validating types share them but not a type.
+fn webhook(
+    name: &str,
+    namespace_selector: Option<&K8sSelector>,
+    object_selector: Option<&K8sSelector>,
+    client_config: &adm::WebhookClientConfig,
+    failure_policy: Option<&String>,
+) -> model::Webhook {
+    model::Webhook {
+        name: name.to_owned(),
+        namespace_selector: selector(namespace_selector),
+        object_selector: selector(object_selector),
+        service: webhook_service(client_config),
+        has_ca_bundle: client_config.ca_bundle.as_ref().is_some_and(|b| !b.0.is_empty()),
+        failure_policy: failure_policy.cloned().unwrap_or_else(|| "Fail".to_owned()),
+    }
+}
+
 /// A MutatingWebhookConfiguration.
 pub fn mutating(m: &adm::MutatingWebhookConfiguration) -> model::WebhookConfiguration {
     model::WebhookConfiguration {
@@ -211,13 +229,14 @@ pub fn mutating(m: &adm::MutatingWebhookConfiguration) -> model::WebhookConfigur
             .webhooks
             .iter()
             .flatten()
-            .map(|w| model::Webhook {
-                name: w.name.clone(),
-                namespace_selector: selector(w.namespace_selector.as_ref()),
-                object_selector: selector(w.object_selector.as_ref()),
-                service: webhook_service(&w.client_config),
-                has_ca_bundle: w.client_config.ca_bundle.as_ref().is_some_and(|b| !b.0.is_empty()),
-                failure_policy: w.failure_policy.clone().unwrap_or_else(|| "Fail".to_owned()),
+            .map(|w| {
+                webhook(
+                    &w.name,
+                    w.namespace_selector.as_ref(),
+                    w.object_selector.as_ref(),
+                    &w.client_config,
+                    w.failure_policy.as_ref(),
+                )
             })
             .collect(),
     }
@@ -232,13 +251,14 @@ pub fn validating(v: &adm::ValidatingWebhookConfiguration) -> model::WebhookConf
             .webhooks
             .iter()
             .flatten()
-            .map(|w| model::Webhook {
-                name: w.name.clone(),
-                namespace_selector: selector(w.namespace_selector.as_ref()),
-                object_selector: selector(w.object_selector.as_ref()),
-                service: webhook_service(&w.client_config),
-                has_ca_bundle: w.client_config.ca_bundle.as_ref().is_some_and(|b| !b.0.is_empty()),
-                failure_policy: w.failure_policy.clone().unwrap_or_else(|| "Fail".to_owned()),
+            .map(|w| {
+                webhook(
+                    &w.name,
+                    w.namespace_selector.as_ref(),
+                    w.object_selector.as_ref(),
+                    &w.client_config,
+                    w.failure_policy.as_ref(),
+                )
             })
             .collect(),
     }
