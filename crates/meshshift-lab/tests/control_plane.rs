@@ -4,6 +4,7 @@
 //!
 //! Needs root (or unprivileged user namespaces) and the binaries from `scripts/install-deps.sh`.
 
+use meshshift_lab::testing::eventually;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -27,22 +28,6 @@ fn start() -> TestCluster {
         cluster.apiserver_url()
     );
     cluster
-}
-
-/// Retries `check` every 200 ms until it returns `Some`, at most `limit`.
-async fn eventually<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let start = Instant::now();
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(start.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 fn ready_node(name: &str) -> Node {

@@ -9,6 +9,7 @@
 //! Traffic only goes to 127.0.0.1 (host-side load balancer ports) or to addresses inside the lab.
 //! Needs root (entering the lab's namespace) and the binaries from `scripts/install-deps.sh`.
 
+use meshshift_lab::testing::eventually;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -159,22 +160,6 @@ impl Pinned {
         self.w.write_all(format!("{msg}\n").as_bytes()).await.expect("write on the pinned connection");
         let line = tokio::time::timeout(IO_TIMEOUT, self.lines.next_line()).await;
         line.expect("answer in time").expect("read on the pinned connection").expect("an answer, not EOF")
-    }
-}
-
-/// Retries `check` every 100 ms until it returns `Some`, at most `limit`.
-async fn eventually<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let start = Instant::now();
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(start.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

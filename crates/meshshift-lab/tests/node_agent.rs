@@ -5,6 +5,7 @@
 //! `cargo build -p meshshift-lab --examples` first (the tests drive `target/debug/examples/supervise`).
 //! Traffic goes only to addresses inside the lab's namespace (pod IPs 10.244.x.y, ClusterIPs 10.96.x.y).
 
+use meshshift_lab::testing::eventually;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -50,22 +51,6 @@ async fn start_with_nodes(services: bool) -> (TestCluster, kube::Client) {
     .await;
     eprintln!("2 nodes Ready {} ms after the lab's ready line", began.elapsed().as_millis());
     (cluster, client)
-}
-
-/// Retries `check` every 100 ms until it returns `Some`, at most `limit`.
-async fn eventually<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let start = Instant::now();
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(start.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 async fn create_namespace(client: &kube::Client, name: &str) {

@@ -18,6 +18,7 @@
 //!
 //! Needs root (or unprivileged user namespaces) and the binaries from `scripts/install-deps.sh`.
 
+use meshshift_lab::testing::eventually;
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::Arc;
@@ -335,22 +336,6 @@ async fn status(addr: SocketAddr, path: &str) -> Option<StatusCode> {
 
 fn at(ip: Ipv4Addr, port: u16) -> SocketAddr {
     SocketAddr::V4(SocketAddrV4::new(ip, port))
-}
-
-/// Retries `check` every 100 ms until it returns `Some`, at most `limit`.
-async fn eventually<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let start = Instant::now();
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(start.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// A server answering every request with `pod` in `x-meshshift-pod` (and, for the backend behind a

@@ -14,6 +14,7 @@
 pub mod bookinfo;
 pub mod generic;
 pub mod istiod;
+pub mod operator;
 pub mod protocol;
 pub mod proxy;
 
@@ -189,6 +190,7 @@ pub fn default_registry() -> ImageRegistry {
         .with(Arc::new(istiod::IstiodImage::new()))
         .with(Arc::new(proxy::ProxyImage::new()))
         .with(Arc::new(bookinfo::Bookinfo))
+        .with(Arc::new(operator::OperatorImage))
         // Keep last: it matches every container.
         .with(Arc::new(generic::GenericHttp))
 }

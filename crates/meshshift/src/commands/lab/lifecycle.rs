@@ -50,17 +50,7 @@ pub async fn up(args: &LabUpArgs) -> anyhow::Result<Code> {
             state
         }
     };
-    println!("export KUBECONFIG={}", state.kubeconfig.display());
-    // The first HTTP port of the first load balancer is the lab's ingress.
-    let lbs = LoadBalancers::read(&dir)?;
-    if let Some(host) = lbs
-        .iter()
-        .filter(|l| l.port == 80 || l.port_name.as_deref().is_some_and(|n| n.starts_with("http")))
-        .find_map(|l| l.host)
-    {
-        println!("export MESHSHIFT_INGRESS=http://{host}");
-    }
-    Ok(Code::Ok)
+    print_env(&dir, &state)
 }
 
 pub fn down(args: &LabDirArgs) -> anyhow::Result<Code> {
@@ -109,9 +99,14 @@ pub fn env(args: &LabDirArgs) -> anyhow::Result<Code> {
     let Some(state) = daemon::running(&dir) else {
         anyhow::bail!("no lab is running in {}; start one with `meshshift lab up`", dir.display());
     };
+    print_env(&dir, &state)
+}
+
+/// Shell exports for a running lab: its kubeconfig and, once a LoadBalancer serves HTTP, the host address
+/// of the first one (the lab's ingress).
+fn print_env(dir: &std::path::Path, state: &meshshift_lab::LabState) -> anyhow::Result<Code> {
     println!("export KUBECONFIG={}", state.kubeconfig.display());
-    // The first HTTP port of the first load balancer is the lab's ingress.
-    let lbs = LoadBalancers::read(&dir)?;
+    let lbs = LoadBalancers::read(dir)?;
     if let Some(host) = lbs
         .iter()
         .filter(|l| l.port == 80 || l.port_name.as_deref().is_some_and(|n| n.starts_with("http")))

@@ -1,0 +1,184 @@
+//! End-to-end test of the emulated in-cluster Istio operator (`*/operator:<version>`) under the lab's node
+//! agent: it reconciles the IstioOperators of its revision into istiod and gateways, and ignores others.
+//!
+//! Needs root (or unprivileged user namespaces) and the binaries from `scripts/install-deps.sh`; run
+//! `cargo build -p meshshift-lab --examples` first.
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+use kube::api::{Api, DynamicObject, GroupVersionKind, PostParams};
+use kube::discovery::{Scope, pinned_kind};
+use meshshift_lab::testing::example_supervisor;
+use meshshift_lab::{LabOptions, TestCluster};
+use serde_json::{Value, json};
+
+/// Retries `check` every 200 ms until it returns `Some`, at most `limit`.
+async fn eventually<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(start.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Creates `doc` as written, resolving its kind by discovery (retried while a fresh CRD becomes served).
+async fn create_doc(client: &kube::Client, doc: &Value) {
+    let api_version = doc["apiVersion"].as_str().expect("apiVersion");
+    let kind = doc["kind"].as_str().expect("kind");
+    let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+    let gvk = GroupVersionKind::gvk(group, version, kind);
+    let (resource, caps) = eventually(&format!("{api_version} {kind} to be served"), Duration::from_secs(30), || {
+        let gvk = gvk.clone();
+        async move { pinned_kind(client, &gvk).await.ok() }
+    })
+    .await;
+    let api: Api<DynamicObject> = match (caps.scope, doc["metadata"]["namespace"].as_str()) {
+        (Scope::Namespaced, Some(ns)) => Api::namespaced_with(client.clone(), ns, &resource),
+        _ => Api::all_with(client.clone(), &resource),
+    };
+    let object: DynamicObject = serde_json::from_value(doc.clone()).expect("object");
+    match api.create(&PostParams::default(), &object).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(status)) if status.code == 409 => {}
+        Err(err) => panic!("creating {kind} {:?}: {err}", doc["metadata"]["name"]),
+    }
+}
+
+async fn create_namespace(client: &kube::Client, name: &str) {
+    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name}})).expect("ns");
+    Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await.expect("create namespace");
+    // Pods are admitted only once the namespace's default ServiceAccount exists.
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), name);
+    eventually("the default ServiceAccount", Duration::from_secs(30), || {
+        let accounts = accounts.clone();
+        async move { accounts.get_opt("default").await.ok().flatten().filter(|a| a.secrets.is_some()) }
+    })
+    .await;
+}
+
+fn iop(name: &str, revision: &str, gateway: &str) -> Value {
+    json!({
+        "apiVersion": "install.istio.io/v1alpha1", "kind": "IstioOperator",
+        "metadata": {"name": name, "namespace": "istio-system"},
+        "spec": {"revision": revision, "components": {
+            "pilot": {"enabled": true},
+            "ingressGateways": [{"name": gateway, "namespace": "istio-ingress", "enabled": true}],
+        }},
+    })
+}
+
+fn deployment_ready(d: &Deployment) -> bool {
+    let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    d.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0) >= want && want > 0
+}
+
+#[tokio::test]
+async fn the_operator_reconciles_its_revision_only() {
+    let cluster =
+        TestCluster::start_lab(&example_supervisor(), &LabOptions::full(2)).unwrap_or_else(|err| panic!("{err}"));
+    let client = cluster.client().await.expect("client");
+    for crd in meshshift_core::render::crds() {
+        create_doc(&client, &crd).await;
+    }
+    create_namespace(&client, "istio-system").await;
+    create_namespace(&client, "istio-ingress").await;
+
+    let operator = json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "istio-operator-1-9-7", "namespace": "istio-system"},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"name": "istio-operator", "istio.io/rev": "1-9-7"}},
+            "template": {
+                "metadata": {"labels": {"name": "istio-operator", "istio.io/rev": "1-9-7"}},
+                "spec": {"containers": [{
+                    "name": "istio-operator",
+                    "image": "docker.io/istio/operator:1.9.7",
+                    "ports": [{"containerPort": 8383, "protocol": "TCP"}],
+                    "readinessProbe": {"httpGet": {"path": "/ready", "port": 8383}, "periodSeconds": 1},
+                    "env": [{"name": "REVISION", "value": "1-9-7"}],
+                }]},
+            },
+        },
+    });
+    create_doc(&client, &operator).await;
+    create_doc(&client, &iop("istio-control-plane-1-9-7", "1-9-7", "istio-ingressgateway-1-9-7")).await;
+    create_doc(&client, &iop("istio-control-plane-1-10-6", "1-10-6", "istio-ingressgateway-1-10-6")).await;
+
+    let system: Api<Deployment> = Api::namespaced(client.clone(), "istio-system");
+    eventually("the operator Ready", Duration::from_secs(60), || {
+        let api = system.clone();
+        async move { api.get_opt("istio-operator-1-9-7").await.ok().flatten().filter(deployment_ready) }
+    })
+    .await;
+    let istiod = eventually("istiod-1-9-7 Ready", Duration::from_secs(90), || {
+        let api = system.clone();
+        async move { api.get_opt("istiod-1-9-7").await.ok().flatten().filter(deployment_ready) }
+    })
+    .await;
+    let labels = istiod.metadata.labels.clone().unwrap_or_default();
+    assert_eq!(
+        labels.get("install.operator.istio.io/owning-resource").map(String::as_str),
+        Some("istio-control-plane-1-9-7")
+    );
+
+    let ingress: Api<Deployment> = Api::namespaced(client.clone(), "istio-ingress");
+    let gateway = eventually("the 1-9-7 gateway Deployment", Duration::from_secs(30), || {
+        let api = ingress.clone();
+        async move { api.get_opt("istio-ingressgateway-1-9-7").await.ok().flatten() }
+    })
+    .await;
+    let image = gateway
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .and_then(|s| s.containers.first())
+        .and_then(|c| c.image.clone());
+    assert_eq!(image.as_deref(), Some("docker.io/istio/proxyv2:1.9.7"));
+
+    let hooks: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
+    assert!(hooks.get_opt("istio-sidecar-injector-1-9-7").await.expect("get webhook").is_some());
+
+    let gvk = GroupVersionKind::gvk("install.istio.io", "v1alpha1", "IstioOperator");
+    let (resource, _) = pinned_kind(&client, &gvk).await.expect("IstioOperator served");
+    let iops: Api<DynamicObject> = Api::namespaced_with(client.clone(), "istio-system", &resource);
+    eventually("the 1-9-7 IstioOperator HEALTHY", Duration::from_secs(30), || {
+        let api = iops.clone();
+        async move {
+            let iop = api.get("istio-control-plane-1-9-7").await.ok()?;
+            (iop.data["status"]["status"] == "HEALTHY").then_some(())
+        }
+    })
+    .await;
+
+    // The 1-10-6 IstioOperator belongs to another operator: nothing of it appears, and no status.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(system.get_opt("istiod-1-10-6").await.expect("get").is_none());
+    assert!(ingress.get_opt("istio-ingressgateway-1-10-6").await.expect("get").is_none());
+    let other = iops.get("istio-control-plane-1-10-6").await.expect("get the 1-10-6 IstioOperator");
+    assert!(other.data.get("status").is_none_or(Value::is_null), "{:?}", other.data.get("status"));
+
+    // Deleting the IstioOperator deletes what the operator applied.
+    iops.delete("istio-control-plane-1-9-7", &Default::default()).await.expect("delete the IstioOperator");
+    eventually("the gateway Deployment deleted", Duration::from_secs(30), || {
+        let api = ingress.clone();
+        async move { api.get_opt("istio-ingressgateway-1-9-7").await.ok().filter(Option::is_none).map(|_| ()) }
+    })
+    .await;
+    eventually("the injector webhook deleted", Duration::from_secs(30), || {
+        let api = hooks.clone();
+        async move { api.get_opt("istio-sidecar-injector-1-9-7").await.ok().filter(Option::is_none).map(|_| ()) }
+    })
+    .await;
+    cluster.stop().expect("stop the lab");
+}
