@@ -501,6 +501,34 @@ where
     }
 }
 
+/// Creates namespace `name` with `labels` (or leaves an existing one) and waits until its `default`
+/// ServiceAccount has a token: the apiserver admits pods only from then on, so a test that creates pods
+/// right after its namespace would otherwise race the controller-manager.
+pub async fn create_namespace(client: &kube::Client, name: &str, labels: serde_json::Value) {
+    use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+    use kube::api::{Api, PostParams};
+    let ns: Namespace = serde_json::from_value(serde_json::json!({"metadata": {"name": name, "labels": labels}}))
+        .unwrap_or_else(|e| panic!("namespace {name}: {e}"));
+    match Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(status)) if status.code == 409 => {}
+        Err(err) => panic!("namespace {name}: {err}"),
+    }
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), name);
+    eventually("the default ServiceAccount token", Duration::from_secs(30), || {
+        let accounts = accounts.clone();
+        async move {
+            accounts
+                .get_opt("default")
+                .await
+                .ok()
+                .flatten()
+                .filter(|sa| sa.secrets.as_ref().is_some_and(|s| !s.is_empty()))
+        }
+    })
+    .await;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,7 +4,7 @@
 //!
 //! Needs root (or unprivileged user namespaces) and the binaries from `scripts/install-deps.sh`.
 
-use meshshift_lab::testing::eventually;
+use meshshift_lab::testing::{create_namespace, eventually};
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -61,26 +61,6 @@ fn deployment(name: &str, replicas: i32) -> Deployment {
     .expect("deployment")
 }
 
-async fn create_namespace_and_wait_for_its_token(client: &kube::Client, name: &str) {
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    let ns: Namespace = serde_json::from_value(json!({ "metadata": { "name": name } })).expect("namespace");
-    namespaces.create(&PostParams::default(), &ns).await.expect("create namespace");
-    // Pods are only admitted once the namespace's default ServiceAccount has its token.
-    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), name);
-    eventually("the default ServiceAccount token", Duration::from_secs(30), || {
-        let accounts = accounts.clone();
-        async move {
-            accounts
-                .get_opt("default")
-                .await
-                .ok()
-                .flatten()
-                .filter(|sa| sa.secrets.as_ref().is_some_and(|s| !s.is_empty()))
-        }
-    })
-    .await;
-}
-
 #[tokio::test]
 async fn apiserver_is_kubernetes_1_20_2() {
     let cluster = start();
@@ -99,7 +79,7 @@ async fn deployments_get_replicasets_and_pods_bound_to_a_node() {
     let cluster = start();
     let client = cluster.client().await.expect("client");
     let ns = "workloads";
-    create_namespace_and_wait_for_its_token(&client, ns).await;
+    create_namespace(&client, ns, json!({})).await;
 
     let nodes: Api<Node> = Api::all(client.clone());
     let node = nodes.create(&PostParams::default(), &ready_node("lab-node-1")).await.expect("create node");
@@ -161,7 +141,7 @@ async fn rbac_is_enforced_for_other_identities() {
     let cluster = start();
     let admin = cluster.client().await.expect("client");
     let ns = "rbac";
-    create_namespace_and_wait_for_its_token(&admin, ns).await;
+    create_namespace(&admin, ns, json!({})).await;
 
     // The admin (O=system:masters) may impersonate anyone; the impersonated user has no bindings.
     let mut kubeconfig = cluster.kubeconfig();

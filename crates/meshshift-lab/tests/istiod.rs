@@ -16,13 +16,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::admissionregistration::v1::{MutatingWebhookConfiguration, ValidatingWebhookConfiguration};
-use k8s_openapi::api::core::v1::{ConfigMap, Endpoints, Namespace, Node, Pod, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Endpoints, Node, Pod, Secret};
 use kube::api::{Api, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams};
 use kube::discovery::{Scope, pinned_kind};
 use meshshift_lab::containers::istiod::IstiodImage;
 use meshshift_lab::containers::protocol::{ClientMessage, ConfigSnapshot, ProxyKind, ServerMessage};
 use meshshift_lab::containers::{ContainerContext, ContainerImage, Lifecycle, pod_loopback};
-use meshshift_lab::testing::example_supervisor;
+use meshshift_lab::testing::{create_namespace, eventually, example_supervisor};
 use meshshift_lab::{LabLayout, LabOptions, TestCluster};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -35,22 +35,6 @@ fn start() -> TestCluster {
         TestCluster::start_lab(&example_supervisor(), &LabOptions::default()).unwrap_or_else(|err| panic!("{err}"));
     eprintln!("lab ready in {:.2} s", cluster.startup_time().as_secs_f64());
     cluster
-}
-
-/// Retries `check` every 200 ms until it returns `Some`, at most `limit`.
-async fn eventually<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let start = Instant::now();
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(start.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 /// A thread inside the lab's network namespace running a tokio runtime until dropped: what it spawns
@@ -154,15 +138,6 @@ async fn apply(client: &kube::Client, file: &str) -> Vec<Value> {
         create_doc(client, &doc, "istio-system").await;
     }
     deployments
-}
-
-async fn create_namespace(client: &kube::Client, name: &str, labels: Value) {
-    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name, "labels": labels}})).expect("ns");
-    match Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await {
-        Ok(_) => {}
-        Err(kube::Error::Api(status)) if status.code == 409 => {}
-        Err(err) => panic!("namespace {name}: {err}"),
-    }
 }
 
 /// The node the istiod pods are bound to. Endpoints name their pod's node (an empty name is invalid),

@@ -5,7 +5,7 @@
 //! `cargo build -p meshshift-lab --examples` first (the tests drive `target/debug/examples/supervise`).
 //! Traffic goes only to addresses inside the lab's namespace (pod IPs 10.244.x.y, ClusterIPs 10.96.x.y).
 
-use meshshift_lab::testing::eventually;
+use meshshift_lab::testing::{create_namespace, eventually};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -15,7 +15,7 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Endpoints, Namespace, Node, Pod, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{Endpoints, Node, Pod, Service, ServiceAccount};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use meshshift_lab::containers::HEADER_POD;
 use meshshift_lab::testing::example_supervisor;
@@ -51,25 +51,6 @@ async fn start_with_nodes(services: bool) -> (TestCluster, kube::Client) {
     .await;
     eprintln!("2 nodes Ready {} ms after the lab's ready line", began.elapsed().as_millis());
     (cluster, client)
-}
-
-async fn create_namespace(client: &kube::Client, name: &str) {
-    let ns: Namespace = serde_json::from_value(json!({ "metadata": { "name": name } })).expect("namespace");
-    Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await.expect("create namespace");
-    // Pods are admitted only once the namespace's default ServiceAccount has its token.
-    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), name);
-    eventually("the default ServiceAccount token", Duration::from_secs(30), || {
-        let accounts = accounts.clone();
-        async move {
-            accounts
-                .get_opt("default")
-                .await
-                .ok()
-                .flatten()
-                .filter(|sa| sa.secrets.as_ref().is_some_and(|s| !s.is_empty()))
-        }
-    })
-    .await;
 }
 
 fn condition(pod: &Pod, kind: &str) -> Option<bool> {
@@ -218,7 +199,7 @@ async fn nodes_register_ready_with_their_labels_and_leases() {
 async fn deployments_become_ready_serve_on_pod_ips_and_roll_out() {
     let (cluster, client) = start_with_nodes(false).await;
     let ns = "web";
-    create_namespace(&client, ns).await;
+    create_namespace(&client, ns, json!({})).await;
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
     let endpoints: Api<Endpoints> = Api::namespaced(client.clone(), ns);
@@ -308,7 +289,7 @@ async fn deployments_become_ready_serve_on_pod_ips_and_roll_out() {
 async fn deleted_pods_serve_through_their_grace_period_while_not_ready() {
     let (cluster, client) = start_with_nodes(false).await;
     let ns = "drain";
-    create_namespace(&client, ns).await;
+    create_namespace(&client, ns, json!({})).await;
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
     let endpoints: Api<Endpoints> = Api::namespaced(client.clone(), ns);
     Api::<Service>::namespaced(client.clone(), ns)
@@ -429,7 +410,7 @@ async fn deleted_pods_serve_through_their_grace_period_while_not_ready() {
 async fn readiness_and_liveness_probes_are_real() {
     let (cluster, client) = start_with_nodes(false).await;
     let ns = "probes";
-    create_namespace(&client, ns).await;
+    create_namespace(&client, ns, json!({})).await;
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
     let endpoints: Api<Endpoints> = Api::namespaced(client.clone(), ns);
     Api::<Service>::namespaced(client.clone(), ns)
@@ -570,7 +551,7 @@ async fn bookinfo_pods(client: &kube::Client, ns: &str, began: Instant) -> BTree
 async fn bookinfo_apps_answer_on_their_pod_ips_and_fan_out_through_cluster_ips() {
     let (cluster, client) = start_with_nodes(false).await;
     let ns = "bookinfo";
-    create_namespace(&client, ns).await;
+    create_namespace(&client, ns, json!({})).await;
     let began = Instant::now();
     apply_bookinfo(&client, ns).await;
     let pods = bookinfo_pods(&client, ns, began).await;
@@ -643,7 +624,7 @@ async fn bookinfo_apps_answer_on_their_pod_ips_and_fan_out_through_cluster_ips()
 async fn bookinfo_fan_out_through_service_networking() {
     let (cluster, client) = start_with_nodes(true).await;
     let ns = "bookinfo";
-    create_namespace(&client, ns).await;
+    create_namespace(&client, ns, json!({})).await;
     let began = Instant::now();
     apply_bookinfo(&client, ns).await;
     let pods = bookinfo_pods(&client, ns, began).await;

@@ -4,32 +4,15 @@
 //! Needs root (or unprivileged user namespaces) and the binaries from `scripts/install-deps.sh`; run
 //! `cargo build -p meshshift-lab --examples` first.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use kube::api::{Api, DynamicObject, GroupVersionKind, PostParams};
 use kube::discovery::{Scope, pinned_kind};
-use meshshift_lab::testing::example_supervisor;
+use meshshift_lab::testing::{create_namespace, eventually, example_supervisor};
 use meshshift_lab::{LabOptions, TestCluster};
 use serde_json::{Value, json};
-
-/// Retries `check` every 200 ms until it returns `Some`, at most `limit`.
-async fn eventually<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let start = Instant::now();
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(start.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
 
 /// Creates `doc` as written, resolving its kind by discovery (retried while a fresh CRD becomes served).
 async fn create_doc(client: &kube::Client, doc: &Value) {
@@ -52,18 +35,6 @@ async fn create_doc(client: &kube::Client, doc: &Value) {
         Err(kube::Error::Api(status)) if status.code == 409 => {}
         Err(err) => panic!("creating {kind} {:?}: {err}", doc["metadata"]["name"]),
     }
-}
-
-async fn create_namespace(client: &kube::Client, name: &str) {
-    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name}})).expect("ns");
-    Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await.expect("create namespace");
-    // Pods are admitted only once the namespace's default ServiceAccount exists.
-    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), name);
-    eventually("the default ServiceAccount", Duration::from_secs(30), || {
-        let accounts = accounts.clone();
-        async move { accounts.get_opt("default").await.ok().flatten().filter(|a| a.secrets.is_some()) }
-    })
-    .await;
 }
 
 fn iop(name: &str, revision: &str, gateway: &str) -> Value {
@@ -90,8 +61,8 @@ async fn the_operator_reconciles_its_revision_only() {
     for crd in meshshift_core::render::crds() {
         create_doc(&client, &crd).await;
     }
-    create_namespace(&client, "istio-system").await;
-    create_namespace(&client, "istio-ingress").await;
+    create_namespace(&client, "istio-system", json!({})).await;
+    create_namespace(&client, "istio-ingress", json!({})).await;
 
     let operator = json!({
         "apiVersion": "apps/v1", "kind": "Deployment",

@@ -13,9 +13,10 @@ use hyper::body::Bytes;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
+use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use meshshift_lab::netsvc::LoadBalancers;
+use meshshift_lab::testing::create_namespace;
 use meshshift_lab::{LabOptions, TestCluster};
 use serde_json::json;
 use support::meshshift;
@@ -155,21 +156,10 @@ async fn lab_failure_modes_istiod_loss_gateway_loss_and_selector_switch() {
     wait_serving(&client, addr).await;
 
     // A pod created in a namespace labelled for the revision is injected by that revision's istiod.
-    let ns: Namespace =
-        serde_json::from_value(json!({"metadata": {"name": "probe", "labels": {"istio.io/rev": "1-9-7"}}}))
-            .expect("ns");
-    Api::<Namespace>::all(kube.clone()).create(&PostParams::default(), &ns).await.expect("namespace");
+    create_namespace(&kube, "probe", json!({"istio.io/rev": "1-9-7"})).await;
     let pods: Api<Pod> = Api::namespaced(kube.clone(), "probe");
     let pod: Pod = serde_json::from_value(json!({"metadata": {"name": "app"}, "spec": {"containers": [{"name": "app", "image": "example/app:1", "ports": [{"containerPort": 8080}]}]}})).expect("pod");
-    // A new namespace's default ServiceAccount token appears a moment after the namespace.
-    let began = Instant::now();
-    let created = loop {
-        match pods.create(&PostParams::default(), &pod).await {
-            Ok(p) => break p,
-            Err(e) => assert!(began.elapsed() < Duration::from_secs(20), "create pod: {e}"),
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let created = pods.create(&PostParams::default(), &pod).await.expect("create pod");
     let spec = created.spec.expect("spec");
     let proxy = spec.containers.iter().find(|c| c.name == "istio-proxy").expect("injected istio-proxy");
     assert_eq!(proxy.image.as_deref(), Some("docker.io/istio/proxyv2:1.9.7"));
