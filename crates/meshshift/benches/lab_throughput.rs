@@ -1,7 +1,6 @@
 //! The request rate the lab sustains on this machine through gateway -> productpage -> (details,
-//! reviews -> ratings), side by side in one run with a single emulated app pod hit straight through its
-//! LoadBalancer (the floor of the lab's networking) and with a plain local HTTP server (the load
-//! generator's own ceiling). Run: `cargo bench -p meshshift --bench lab_throughput`.
+//! reviews -> ratings), side by side in one run with the ingress path alone (gateway -> productpage's
+//! static files, no fan-out) and with a plain local HTTP server (the load generator's own ceiling). Run: `cargo bench -p meshshift --bench lab_throughput`.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -17,7 +16,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use meshshift_lab::netsvc::LoadBalancers;
 use meshshift_lab::{LabOptions, TestCluster};
-use support::meshshift;
+use support::install_mesh;
 
 const CONNECTIONS: usize = 16;
 const DURATION: Duration = Duration::from_secs(10);
@@ -92,42 +91,13 @@ fn main() {
         .expect("lab");
     let up = began.elapsed();
     let dir = lab.dir().to_str().expect("utf-8").to_owned();
-    for args in [
-        vec![
-            "lab",
-            "install-istio",
-            "--dir",
-            &dir,
-            "--version",
-            "1.9.7",
-            "--gateway",
-            "istio-ingress/istio-ingressgateway-1-9-7",
-            "--load-balancer",
-            "istio-ingress/ingress",
-        ],
-        vec![
-            "lab",
-            "install-bookinfo",
-            "--dir",
-            &dir,
-            "--namespace",
-            "bookinfo",
-            "--replicas",
-            "2",
-            "--revision",
-            "1-9-7",
-        ],
-        vec!["lab", "install-bookinfo", "--dir", &dir, "--namespace", "plain", "--replicas", "1"],
-    ] {
-        let run = meshshift(&args);
-        assert_eq!(run.code, 0, "{}", run.stderr);
-    }
+    install_mesh(&dir);
     let installed = began.elapsed();
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let ingress =
         LoadBalancers::host_addr(lab.dir(), "istio-ingress", "ingress", 80).expect("registry").expect("host port");
     println!(
-        "lab up (3 nodes) in {:.1} s; Istio 1.9.7 + gateway + 2 bookinfo installs ready after {:.1} s",
+        "lab up (3 nodes) in {:.1} s; Istio 1.9.7 + gateway + bookinfo ready after {:.1} s",
         up.as_secs_f64(),
         installed.as_secs_f64()
     );

@@ -19,7 +19,7 @@ use meshshift_lab::netsvc::LoadBalancers;
 use meshshift_lab::testing::create_namespace;
 use meshshift_lab::{LabOptions, TestCluster};
 use serde_json::json;
-use support::meshshift;
+use support::{install_mesh, meshshift, run_ok};
 
 type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Empty<Bytes>>;
 
@@ -28,11 +28,6 @@ fn lab() -> TestCluster {
     opts.propagation_delay = Duration::from_millis(500);
     TestCluster::start_lab(std::path::Path::new(env!("CARGO_BIN_EXE_meshshift")), &opts)
         .unwrap_or_else(|e| panic!("lab did not start: {e}"))
-}
-
-fn run_ok(args: &[&str]) {
-    let run = meshshift(args);
-    assert_eq!(run.code, 0, "meshshift {args:?} failed:\n{}\n{}", run.stdout, run.stderr);
 }
 
 /// One GET; the status and the headers that tell who answered, or the transport error.
@@ -72,34 +67,6 @@ fn lb_addr(cluster: &TestCluster) -> SocketAddr {
     LoadBalancers::host_addr(cluster.dir(), "istio-ingress", "ingress", 80)
         .expect("read loadbalancers.json")
         .expect("the ingress LoadBalancer has a host port")
-}
-
-/// Installs Istio 1.9.7 with its gateway, the user's LoadBalancer, and bookinfo (2 replicas each).
-fn install_mesh(dir: &str) {
-    run_ok(&[
-        "lab",
-        "install-istio",
-        "--dir",
-        dir,
-        "--version",
-        "1.9.7",
-        "--gateway",
-        "istio-ingress/istio-ingressgateway-1-9-7",
-        "--load-balancer",
-        "istio-ingress/ingress",
-    ]);
-    run_ok(&[
-        "lab",
-        "install-bookinfo",
-        "--dir",
-        dir,
-        "--namespace",
-        "bookinfo",
-        "--replicas",
-        "2",
-        "--revision",
-        "1-9-7",
-    ]);
 }
 
 #[tokio::test]

@@ -87,3 +87,37 @@ pub fn normalise_pod_names(report: &mut Value) {
         }
     }
 }
+
+/// Runs the real `meshshift` binary and fails the test, with its output, unless it exits 0.
+pub fn run_ok(args: &[&str]) {
+    let run = meshshift(args);
+    assert_eq!(run.code, 0, "meshshift {args:?} failed:\n{}\n{}", run.stdout, run.stderr);
+}
+
+/// Installs Istio 1.9.7 with its gateway, the user's LoadBalancer, and bookinfo (2 replicas each).
+pub fn install_mesh(dir: &str) {
+    run_ok(&[
+        "lab",
+        "install-istio",
+        "--dir",
+        dir,
+        "--version",
+        "1.9.7",
+        "--gateway",
+        "istio-ingress/istio-ingressgateway-1-9-7",
+        "--load-balancer",
+        "istio-ingress/ingress",
+    ]);
+    run_ok(&[
+        "lab",
+        "install-bookinfo",
+        "--dir",
+        dir,
+        "--namespace",
+        "bookinfo",
+        "--replicas",
+        "2",
+        "--revision",
+        "1-9-7",
+    ]);
+}
