@@ -10,6 +10,7 @@
 pub mod finding;
 pub mod model;
 pub mod path;
+pub mod plan;
 pub mod proxy;
 pub mod render;
 pub mod selector;

@@ -1,0 +1,242 @@
+//! Building the steps of a plan from its subject.
+
+use crate::model::ClusterSnapshot;
+use crate::render::{ControlPlaneSpec, control_plane, istiod_name};
+use crate::status::workloads::pod_workload;
+use crate::version::Revision;
+
+use super::subject::Subject;
+use super::{Action, Assumption, Change, PlanRequest, Step, SwitchStrategy};
+
+/// The label that tells gateway colours apart in the seed's layout; `istio.io/rev` otherwise.
+const COLOUR_LABEL: &str = "version";
+
+fn object_of(doc: &serde_json::Value) -> String {
+    let kind = doc["kind"].as_str().unwrap_or_default();
+    let name = doc["metadata"]["name"].as_str().unwrap_or_default();
+    match doc["metadata"]["namespace"].as_str() {
+        Some(ns) => format!("{kind}/{ns}/{name}"),
+        None => format!("{kind}/{name}"),
+    }
+}
+
+fn created(object: String) -> Change {
+    Change { object, field: "object".into(), before: None, after: Some("created".into()) }
+}
+
+fn deleted(object: String) -> Change {
+    Change { object, field: "object".into(), before: Some("exists".into()), after: None }
+}
+
+fn set(object: &str, field: &str, before: Option<&String>, after: Option<&str>) -> Change {
+    Change { object: object.to_owned(), field: field.to_owned(), before: before.cloned(), after: after.map(str::to_owned) }
+}
+
+/// The green gateway's name: blue's with the revision replaced, else blue's plus the target revision.
+fn green_name(blue: &str, from: &str, to: &str) -> String {
+    if blue.contains(from) && from != "default" { blue.replace(from, to) } else { format!("{blue}-{to}") }
+}
+
+/// Builds the steps (numbered in order) and the assumptions they rest on.
+pub fn build(snapshot: &ClusterSnapshot, s: &Subject, request: &PlanRequest) -> (Vec<Step>, Vec<Assumption>) {
+    let mut steps: Vec<(String, Step)> = Vec::new();
+    let mut assumptions = Vec::new();
+    let from = s.from_revision.as_str();
+    let to = s.to_revision.as_str();
+    let mut push = |slug: String, action: Action, changes: Vec<Change>, pre: Vec<String>, gates: Vec<String>, undo: String| {
+        steps.push((slug, Step { id: String::new(), action, changes, preconditions: pre, gates, undo }));
+    };
+
+    // 1. The target control plane beside the source.
+    if !s.report.revisions.iter().any(|r| r.revision == to) {
+        let spec = ControlPlaneSpec {
+            version: request.to.clone(),
+            revision: s.to_revision.clone(),
+            namespace: s.control_plane_namespace.clone(),
+            hub: crate::render::DEFAULT_HUB.to_owned(),
+        };
+        push(
+            "install-control-plane".into(),
+            Action::InstallControlPlane { revision: to.to_owned(), version: request.to.to_string() },
+            control_plane(&spec).iter().map(|d| created(object_of(d))).collect(),
+            vec![format!("revision {to} is not installed")],
+            vec![
+                format!("istiod {} is ready", istiod_name(&s.to_revision)),
+                format!("its injector webhook has a caBundle and a server-side dry-run pod in a namespace labelled istio.io/rev={to} comes back injected by {to}"),
+                format!("revisions {from} and {to} share the root CA"),
+            ],
+            "delete the created objects".into(),
+        );
+    }
+
+    // 2-4. Green gateways, the switch, blue's retirement.
+    if let Some(lb) = &s.load_balancer {
+        let lb_object = format!("Service/{}/{}", lb.namespace, lb.name);
+        for blue in &s.blue_gateways {
+            let green = green_name(&blue.name, from, to);
+            push(
+                format!("deploy-gateway-{green}"),
+                Action::DeployGateway { namespace: blue.namespace.clone(), name: green.clone() },
+                vec![created(format!("Deployment/{}/{green}", blue.namespace)), created(format!("Service/{}/{green}", blue.namespace))],
+                vec![format!("revision {to} is ready")],
+                vec![
+                    format!("{green} is ready"),
+                    format!("real requests through Service {}/{green} succeed for every host and port {} serves", blue.namespace, lb_object),
+                ],
+                "delete the green Deployment and Service".into(),
+            );
+        }
+        let key = if lb.selector.contains_key(COLOUR_LABEL) { COLOUR_LABEL } else { "istio.io/rev" };
+        let field = format!("spec.selector.{key}");
+        let before = lb.selector.get(key);
+        assumptions.push(Assumption { object: lb_object.clone(), field: field.clone(), value: before.cloned() });
+        let changes = match request.strategy {
+            SwitchStrategy::Switch => vec![set(&lb_object, &field, before, Some(to))],
+            SwitchStrategy::WidenNarrow => vec![set(&lb_object, &field, before, None), set(&lb_object, &field, None, Some(to))],
+        };
+        push(
+            "switch-load-balancer".into(),
+            Action::SwitchLoadBalancer { service: lb_object.clone(), strategy: request.strategy },
+            changes,
+            vec![format!("{lb_object} still has {field}={} (guarded by resourceVersion)", before.map(String::as_str).unwrap_or("<absent>")), "every green gateway serves".into()],
+            vec![format!("the Endpoints of {lb_object} list only green pods"), "the traffic gates hold".into()],
+            format!("restore {field}={}", before.map(String::as_str).unwrap_or("<absent>")),
+        );
+        for blue in &s.blue_gateways {
+            let object = format!("Deployment/{}/{}", blue.namespace, blue.name);
+            let replicas = blue.replicas.to_string();
+            push(
+                format!("retire-blue-{}", blue.name),
+                Action::RetireBlueGateway { deployment: object.clone(), soak_seconds: request.soak_seconds },
+                vec![set(&object, "spec.replicas", Some(&replicas), Some("0"))],
+                vec![format!("{} s passed since the switch with the traffic gates holding", request.soak_seconds)],
+                vec!["blue's pods drained (no active connections) and are gone".into()],
+                format!("scale {object} back to {replicas}"),
+            );
+        }
+    }
+
+    // 5. Tags move (instead of relabelling their namespaces).
+    for tag in &s.tags {
+        let object = format!("MutatingWebhookConfiguration/istio-revision-tag-{tag}");
+        let from_service = istiod_name(&Revision::parse(from).unwrap_or_else(|_| Revision::default_revision()));
+        let from_label = from.to_owned();
+        assumptions.push(Assumption { object: object.clone(), field: "metadata.labels.istio.io/rev".into(), value: Some(from_label.clone()) });
+        push(
+            format!("move-tag-{tag}"),
+            Action::MoveTag { tag: tag.clone() },
+            vec![
+                set(&object, "metadata.labels.istio.io/rev", Some(&from_label), Some(to)),
+                set(&object, "webhooks[*].clientConfig.service.name", Some(&from_service), Some(&istiod_name(&s.to_revision))),
+            ],
+            vec![format!("revision {to} is ready")],
+            vec![format!("a dry-run pod in a namespace labelled istio.io/rev={tag} is injected by {to}")],
+            format!("point tag {tag} back at {from}"),
+        );
+    }
+
+    // 6. Namespaces in waves: relabel, then restart their workloads. Tag namespaces only restart.
+    let restart = |ns: &str| -> Vec<Change> {
+        let mut names: Vec<(String, String)> = snapshot
+            .pods
+            .iter()
+            .filter(|p| p.namespace == ns && crate::proxy::detect_proxy(&p.spec).is_some())
+            .map(|p| pod_workload(snapshot, p))
+            .filter(|(kind, _)| matches!(kind.as_str(), "Deployment" | "StatefulSet" | "DaemonSet"))
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+            .into_iter()
+            .map(|(kind, name)| Change {
+                object: format!("{kind}/{ns}/{name}"),
+                field: "spec.template.metadata.annotations.kubectl.kubernetes.io/restartedAt".into(),
+                before: None,
+                after: Some("<time of the restart>".into()),
+            })
+            .collect()
+    };
+    let restart_gates = |ns: &str| {
+        vec![
+            format!("every restarted workload in {ns} completes its rollout (kubectl rollout-status rule)"),
+            format!("every pod in {ns} runs proxy {} from revision {to}", request.to),
+        ]
+    };
+    for ns in &s.namespaces {
+        let object = format!("Namespace/{ns}");
+        let labels = snapshot.namespaces.iter().find(|n| &n.name == ns).map(|n| n.labels.clone()).unwrap_or_default();
+        let injection = labels.get("istio-injection");
+        let rev = labels.get("istio.io/rev");
+        assumptions.push(Assumption { object: object.clone(), field: "metadata.labels.istio-injection".into(), value: injection.cloned() });
+        assumptions.push(Assumption { object: object.clone(), field: "metadata.labels.istio.io/rev".into(), value: rev.cloned() });
+        let mut changes = Vec::new();
+        if injection.is_some() {
+            changes.push(set(&object, "metadata.labels.istio-injection", injection, None));
+        }
+        changes.push(set(&object, "metadata.labels.istio.io/rev", rev, Some(to)));
+        push(
+            format!("migrate-namespace-{ns}"),
+            Action::MigrateNamespace { namespace: ns.clone() },
+            changes,
+            vec![format!("revision {to} is ready"), format!("a dry-run pod in {ns} would be injected by {to} after the change")],
+            vec![format!("new pods in {ns} are injected by {to}")],
+            "restore the namespace's labels".into(),
+        );
+        push(
+            format!("restart-workloads-{ns}"),
+            Action::RestartWorkloads { namespace: ns.clone() },
+            restart(ns),
+            vec!["PodDisruptionBudgets allow the restart".into()],
+            restart_gates(ns),
+            "relabel back, then restart again".into(),
+        );
+    }
+    for ns in &s.tag_namespaces {
+        push(
+            format!("restart-workloads-{ns}"),
+            Action::RestartWorkloads { namespace: ns.clone() },
+            restart(ns),
+            vec!["PodDisruptionBudgets allow the restart".into()],
+            restart_gates(ns),
+            "move the tag back, then restart again".into(),
+        );
+    }
+
+    // 7. Retire the source revision.
+    let from_rev = Revision::parse(from).unwrap_or_else(|_| Revision::default_revision());
+    let mut retire: Vec<Change> = s
+        .report
+        .revisions
+        .iter()
+        .filter(|r| r.revision == from)
+        .flat_map(|r| {
+            let mut v = vec![deleted(format!("Deployment/{}/{}", r.namespace, r.deployment)), deleted(format!("Service/{}/{}", r.namespace, istiod_name(&from_rev)))];
+            v.extend(r.injector_webhooks.iter().map(|w| deleted(format!("MutatingWebhookConfiguration/{w}"))));
+            v
+        })
+        .collect();
+    for blue in &s.blue_gateways {
+        retire.push(deleted(format!("Deployment/{}/{}", blue.namespace, blue.name)));
+    }
+    push(
+        format!("retire-revision-{from}"),
+        Action::RetireRevision { revision: from.to_owned() },
+        retire,
+        vec![
+            "the soak window after the last restart passed".into(),
+            format!("no namespace label, tag, injector selector, default validator or proxy references {from}"),
+        ],
+        vec![format!("status shows no finding about {from}")],
+        "recreate the deleted objects from the journal's snapshots".into(),
+    );
+
+    let steps = steps
+        .into_iter()
+        .enumerate()
+        .map(|(i, (slug, mut step))| {
+            step.id = format!("{:02}-{slug}", i + 1);
+            step
+        })
+        .collect();
+    (steps, assumptions)
+}

@@ -1,0 +1,148 @@
+//! What an upgrade is about: the source revision and version, the target revision, the user-owned
+//! LoadBalancer and its blue gateways, the tags and the namespaces to move. Read from the status analysis.
+
+use crate::model::ClusterSnapshot;
+use crate::selector::Labels;
+use crate::status::{GatewayStatus, InjectionMode, StatusReport, analyze};
+use crate::version::{IstioVersion, Revision};
+
+use super::{PlanError, PlanRequest};
+
+/// The LoadBalancer in front of the gateways.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadBalancer {
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// Its selector now.
+    pub selector: Labels,
+}
+
+/// Everything the steps are built from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subject {
+    /// The analysed cluster.
+    pub report: StatusReport,
+    /// Source revision.
+    pub from_revision: String,
+    /// Source version.
+    pub from_version: IstioVersion,
+    /// The control plane's namespace.
+    pub control_plane_namespace: String,
+    /// Target revision.
+    pub to_revision: Revision,
+    /// The user-owned LoadBalancer, when there is one.
+    pub load_balancer: Option<LoadBalancer>,
+    /// The source revision's gateways that the LoadBalancer selects.
+    pub blue_gateways: Vec<GatewayStatus>,
+    /// Tags pointing at the source revision.
+    pub tags: Vec<String>,
+    /// Namespaces to relabel, in order.
+    pub namespaces: Vec<String>,
+    /// Namespaces injected through a tag of the source (they move with the tag, then restart).
+    pub tag_namespaces: Vec<String>,
+}
+
+/// Reads the subject of an upgrade from a snapshot.
+pub fn find_subject(snapshot: &ClusterSnapshot, request: &PlanRequest) -> Result<Subject, PlanError> {
+    let report = analyze(snapshot);
+    let source = match (&request.from, report.revisions.as_slice()) {
+        (_, []) => return Err(PlanError::NoControlPlane),
+        (Some(from), revs) => revs.iter().find(|r| &r.revision == from).ok_or_else(|| PlanError::UnknownSource(from.clone()))?,
+        (None, [only]) => only,
+        (None, revs) => {
+            // The revision every proxy and namespace uses, when exactly one is in use.
+            let used: Vec<_> = revs.iter().filter(|r| r.proxies > 0 || report.namespaces.iter().any(|n| n.injected_by.as_deref() == Some(&r.revision))).collect();
+            match used.as_slice() {
+                [one] => *one,
+                _ => return Err(PlanError::AmbiguousSource(revs.iter().map(|r| r.revision.clone()).collect::<Vec<_>>().join(", "))),
+            }
+        }
+    };
+    let from_version: IstioVersion = source
+        .version
+        .as_deref()
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| PlanError::UnknownVersion(source.revision.clone()))?;
+    let to_revision = request.revision.clone().unwrap_or_else(|| request.to.revision());
+    if report.tags.iter().any(|t| t.tag == to_revision.as_str()) {
+        return Err(PlanError::RevisionIsTag(to_revision.to_string()));
+    }
+    if let Some(existing) = report.revisions.iter().find(|r| r.revision == to_revision.as_str()) {
+        if existing.version.as_deref() != Some(request.to.to_string().as_str()) {
+            return Err(PlanError::RevisionTaken { revision: to_revision.to_string(), version: existing.version.clone().unwrap_or_else(|| "unknown".into()) });
+        }
+    }
+
+    let lb_candidates: Vec<_> = report
+        .gateway_services
+        .iter()
+        .filter(|s| s.service_type == "LoadBalancer" && s.selects.iter().any(|g| g.revision == source.revision))
+        .collect();
+    let lb = match &request.gateway_service {
+        Some(reference) => {
+            let (ns, name) = reference.split_once('/').ok_or_else(|| PlanError::GatewayService(format!("--gateway-service {reference}: expected NAMESPACE/NAME")))?;
+            if !snapshot.services.iter().any(|s| s.namespace == ns && s.name == name) {
+                return Err(PlanError::GatewayService(format!("Service {ns}/{name} does not exist; pass the LoadBalancer in front of your gateways")));
+            }
+            let svc = report.gateway_services.iter().find(|s| s.namespace == ns && s.name == name).ok_or_else(|| {
+                PlanError::GatewayService(format!("Service {ns}/{name} selects no gateway pods; check its selector"))
+            })?;
+            Some(svc)
+        }
+        None => match lb_candidates.as_slice() {
+            [] => None,
+            [one] => Some(*one),
+            many => {
+                let names: Vec<String> = many.iter().map(|s| format!("{}/{}", s.namespace, s.name)).collect();
+                return Err(PlanError::GatewayService(format!("several LoadBalancers select gateways of {} ({}); choose one with --gateway-service", source.revision, names.join(", "))));
+            }
+        },
+    };
+    let blue_gateways = lb
+        .map(|s| {
+            report
+                .gateways
+                .iter()
+                .filter(|g| g.namespace == s.namespace && g.revision == source.revision && s.selects.iter().any(|sel| sel.gateway == g.name))
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default();
+    let tags: Vec<String> = report.tags.iter().filter(|t| t.revision == source.revision).map(|t| t.tag.clone()).collect();
+    let tag_namespaces: Vec<String> = report
+        .namespaces
+        .iter()
+        .filter(|n| matches!(&n.mode, InjectionMode::Revision(v) if tags.contains(v)))
+        .map(|n| n.name.clone())
+        .collect();
+    let namespaces = match &request.namespaces {
+        Some(list) => {
+            for ns in list {
+                if !report.namespaces.iter().any(|n| &n.name == ns) {
+                    return Err(PlanError::UnknownNamespace(ns.clone()));
+                }
+            }
+            list.clone()
+        }
+        None => report
+            .namespaces
+            .iter()
+            .filter(|n| n.injected_by.as_deref() == Some(source.revision.as_str()) && !tag_namespaces.contains(&n.name))
+            .map(|n| n.name.clone())
+            .collect(),
+    };
+    Ok(Subject {
+        from_revision: source.revision.clone(),
+        from_version,
+        control_plane_namespace: source.namespace.clone(),
+        to_revision,
+        load_balancer: lb.map(|s| LoadBalancer { namespace: s.namespace.clone(), name: s.name.clone(), selector: s.selector.clone() }),
+        blue_gateways,
+        tags,
+        namespaces,
+        tag_namespaces,
+        report,
+    })
+}

@@ -1,0 +1,300 @@
+//! The planner over hand-built snapshots: step order, exact changes, assumptions, and every refusal.
+
+
+use meshshift_core::model::*;
+use meshshift_core::plan::{Action, PlanError, PlanRequest, SwitchStrategy, plan};
+use meshshift_core::selector::{LabelSelector, Labels, Operator, Requirement};
+
+fn labels(pairs: &[(&str, &str)]) -> Labels {
+    pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+}
+
+fn istiod(revision: &str, version: &str) -> Workload {
+    let name = if revision == "default" { "istiod".to_owned() } else { format!("istiod-{revision}") };
+    Workload {
+        kind: WorkloadKind::Deployment,
+        namespace: "istio-system".into(),
+        name,
+        labels: labels(&[("app", "istiod"), ("istio.io/rev", revision)]),
+        template: PodTemplate {
+            containers: vec![Container { name: "discovery".into(), image: format!("docker.io/istio/pilot:{version}"), ..Container::default() }],
+            ..PodTemplate::default()
+        },
+        replicas: 1,
+        ready_replicas: 1,
+    }
+}
+
+fn injector(revision: &str) -> WebhookConfiguration {
+    let service = if revision == "default" { "istiod".to_owned() } else { format!("istiod-{revision}") };
+    let ns_selector = if revision == "default" {
+        LabelSelector::from_labels([("istio-injection", "enabled")])
+    } else {
+        LabelSelector {
+            match_labels: Labels::new(),
+            match_expressions: vec![
+                Requirement { key: "istio-injection".into(), operator: Operator::DoesNotExist, values: vec![] },
+                Requirement { key: "istio.io/rev".into(), operator: Operator::In, values: vec![revision.into()] },
+            ],
+        }
+    };
+    WebhookConfiguration {
+        name: if revision == "default" { "istio-sidecar-injector".into() } else { format!("istio-sidecar-injector-{revision}") },
+        labels: labels(&[("istio.io/rev", revision)]),
+        webhooks: vec![Webhook {
+            name: "sidecar-injector.istio.io".into(),
+            namespace_selector: ns_selector,
+            object_selector: LabelSelector::default(),
+            service: Some(WebhookService { namespace: "istio-system".into(), name: service, path: Some("/inject".into()) }),
+            has_ca_bundle: true,
+            failure_policy: "Fail".into(),
+        }],
+    }
+}
+
+fn tag(tag: &str, revision: &str) -> WebhookConfiguration {
+    let mut w = injector(revision);
+    w.name = format!("istio-revision-tag-{tag}");
+    w.labels.insert("istio.io/tag".into(), tag.into());
+    w.webhooks[0].namespace_selector.match_expressions[1].values = vec![tag.into()];
+    w
+}
+
+fn gateway(name: &str, revision: &str, version: &str) -> Workload {
+    Workload {
+        kind: WorkloadKind::Deployment,
+        namespace: "istio-ingress".into(),
+        name: name.into(),
+        labels: labels(&[("istio.io/rev", revision)]),
+        template: PodTemplate {
+            labels: labels(&[("istio", "ingressgateway"), ("version", revision), ("istio.io/rev", revision)]),
+            containers: vec![Container {
+                name: "istio-proxy".into(),
+                image: format!("docker.io/istio/proxyv2:{version}"),
+                args: vec!["proxy".into(), "router".into()],
+                ..Container::default()
+            }],
+            ..PodTemplate::default()
+        },
+        replicas: 2,
+        ready_replicas: 2,
+    }
+}
+
+fn lb(selector: &[(&str, &str)]) -> Service {
+    Service {
+        namespace: "istio-ingress".into(),
+        name: "ingress".into(),
+        service_type: "LoadBalancer".into(),
+        selector: labels(selector),
+        ports: vec![],
+        external_traffic_policy: Some("Cluster".into()),
+        load_balancer_ingress: vec![],
+    }
+}
+
+fn app(ns: &str, name: &str, revision: &str, version: &str) -> (Workload, ReplicaSetLink, Pod) {
+    let template = PodTemplate {
+        labels: labels(&[("app", name), ("istio.io/rev", revision)]),
+        containers: vec![
+            Container { name: name.into(), image: "example/app:1".into(), ..Container::default() },
+            Container { name: "istio-proxy".into(), image: format!("docker.io/istio/proxyv2:{version}"), ..Container::default() },
+        ],
+        ..PodTemplate::default()
+    };
+    let w = Workload { kind: WorkloadKind::Deployment, namespace: ns.into(), name: name.into(), labels: Labels::new(), template: template.clone(), replicas: 1, ready_replicas: 1 };
+    let rs = ReplicaSetLink { namespace: ns.into(), name: format!("{name}-abc"), deployment: name.into() };
+    let pod = Pod {
+        namespace: ns.into(),
+        name: format!("{name}-abc-x"),
+        owner: Some(Owner { kind: "ReplicaSet".into(), name: format!("{name}-abc") }),
+        spec: template,
+        phase: "Running".into(),
+        ready: true,
+        host_network: false,
+    };
+    (w, rs, pod)
+}
+
+/// The seed's mesh: revision 1-9-7, gateway `istio-ingressgateway-1-9-7` behind LB `ingress`
+/// (`version: 1-9-7`), bookinfo's productpage in namespace `bookinfo` labelled for 1-9-7.
+fn seed() -> ClusterSnapshot {
+    let (w, rs, pod) = app("bookinfo", "productpage", "1-9-7", "1.9.7");
+    let gw = gateway("istio-ingressgateway-1-9-7", "1-9-7", "1.9.7");
+    ClusterSnapshot {
+        namespaces: vec![
+            Namespace { name: "bookinfo".into(), labels: labels(&[("istio.io/rev", "1-9-7")]) },
+            Namespace { name: "istio-ingress".into(), labels: Labels::new() },
+            Namespace { name: "istio-system".into(), labels: Labels::new() },
+        ],
+        workloads: vec![istiod("1-9-7", "1.9.7"), gw, w],
+        replica_sets: vec![rs],
+        pods: vec![pod],
+        services: vec![lb(&[("istio", "ingressgateway"), ("version", "1-9-7")])],
+        mutating_webhooks: vec![injector("1-9-7")],
+        ..ClusterSnapshot::default()
+    }
+}
+
+fn to(v: &str) -> PlanRequest {
+    PlanRequest::new(v.parse().expect("version"))
+}
+
+fn ids(p: &meshshift_core::plan::Plan) -> Vec<&str> {
+    p.steps.iter().map(|s| s.id.as_str()).collect()
+}
+
+#[test]
+fn seed_mesh_plans_the_blue_green_sequence() {
+    let p = plan(&seed(), &to("1.10.6")).expect("plan");
+    assert_eq!((p.from_revision.as_str(), p.from_version.as_str(), p.to_revision.as_str()), ("1-9-7", "1.9.7", "1-10-6"));
+    assert_eq!(
+        ids(&p),
+        [
+            "01-install-control-plane",
+            "02-deploy-gateway-istio-ingressgateway-1-10-6",
+            "03-switch-load-balancer",
+            "04-retire-blue-istio-ingressgateway-1-9-7",
+            "05-migrate-namespace-bookinfo",
+            "06-restart-workloads-bookinfo",
+            "07-retire-revision-1-9-7",
+        ]
+    );
+    let switch = &p.steps[2];
+    assert_eq!(switch.action, Action::SwitchLoadBalancer { service: "Service/istio-ingress/ingress".into(), strategy: SwitchStrategy::Switch });
+    assert_eq!(switch.changes.len(), 1, "only the selector changes");
+    assert_eq!(switch.changes[0].field, "spec.selector.version");
+    assert_eq!((switch.changes[0].before.as_deref(), switch.changes[0].after.as_deref()), (Some("1-9-7"), Some("1-10-6")));
+    let ns = &p.steps[4];
+    assert_eq!(ns.changes.len(), 1);
+    assert_eq!((ns.changes[0].field.as_str(), ns.changes[0].before.as_deref(), ns.changes[0].after.as_deref()), ("metadata.labels.istio.io/rev", Some("1-9-7"), Some("1-10-6")));
+    assert_eq!(p.steps[5].changes.iter().map(|c| c.object.as_str()).collect::<Vec<_>>(), ["Deployment/bookinfo/productpage"]);
+    assert!(p.steps[0].changes.iter().any(|c| c.object == "Deployment/istio-system/istiod-1-10-6"));
+    assert!(p.steps[0].changes.iter().any(|c| c.object == "MutatingWebhookConfiguration/istio-sidecar-injector-1-10-6"));
+    let retire: Vec<&str> = p.steps[6].changes.iter().map(|c| c.object.as_str()).collect();
+    assert!(retire.contains(&"Deployment/istio-system/istiod-1-9-7") && retire.contains(&"MutatingWebhookConfiguration/istio-sidecar-injector-1-9-7"));
+    assert!(retire.contains(&"Deployment/istio-ingress/istio-ingressgateway-1-9-7"));
+    assert_eq!(p.assumptions.len(), 3, "LB selector and the namespace's two injection labels: {:?}", p.assumptions);
+    assert!(p.steps.iter().all(|s| !s.gates.is_empty() && !s.undo.is_empty()), "every step has gates and an undo");
+}
+
+#[test]
+fn plans_are_deterministic_and_serialise() {
+    let a = plan(&seed(), &to("1.10.6")).expect("plan");
+    let b = plan(&seed(), &to("1.10.6")).expect("plan");
+    assert_eq!(a, b);
+    let json = serde_json::to_string(&a).expect("json");
+    let back: meshshift_core::plan::Plan = serde_json::from_str(&json).expect("parse");
+    assert_eq!(back, a);
+}
+
+#[test]
+fn widen_narrow_selects_both_colours_first() {
+    let mut req = to("1.10.6");
+    req.strategy = SwitchStrategy::WidenNarrow;
+    let p = plan(&seed(), &req).expect("plan");
+    let changes = &p.steps[2].changes;
+    assert_eq!(changes.len(), 2);
+    assert_eq!((changes[0].before.as_deref(), changes[0].after.as_deref()), (Some("1-9-7"), None), "widen: drop the colour key");
+    assert_eq!((changes[1].before.as_deref(), changes[1].after.as_deref()), (None, Some("1-10-6")), "narrow to green");
+}
+
+#[test]
+fn non_revisioned_install_migrates_to_revisions() {
+    let mut s = seed();
+    s.workloads[0] = istiod("default", "1.9.7");
+    s.mutating_webhooks = vec![injector("default")];
+    s.namespaces[0].labels = labels(&[("istio-injection", "enabled")]);
+    s.workloads[2].template.labels.insert("istio.io/rev".into(), "default".into());
+    s.pods[0].spec.labels.insert("istio.io/rev".into(), "default".into());
+    s.workloads[1] = gateway("istio-ingressgateway", "default", "1.9.7");
+    s.services = vec![lb(&[("istio", "ingressgateway")])];
+    let p = plan(&s, &to("1.10.6")).expect("plan");
+    assert_eq!(p.from_revision, "default");
+    let ns = p.steps.iter().find(|s| s.id.ends_with("migrate-namespace-bookinfo")).expect("migrate");
+    assert_eq!(ns.changes[0].field, "metadata.labels.istio-injection");
+    assert_eq!((ns.changes[0].before.as_deref(), ns.changes[0].after.as_deref()), (Some("enabled"), None), "istio-injection removed");
+    assert_eq!((ns.changes[1].before.as_deref(), ns.changes[1].after.as_deref()), (None, Some("1-10-6")));
+    let switch = p.steps.iter().find(|s| s.id.ends_with("switch-load-balancer")).expect("switch");
+    assert_eq!(switch.changes[0].field, "spec.selector.istio.io/rev", "no colour label: the revision label tells gateways apart");
+    assert!(p.steps.iter().any(|s| s.id.ends_with("deploy-gateway-istio-ingressgateway-1-10-6")));
+}
+
+#[test]
+fn tags_move_instead_of_relabelling() {
+    let mut s = seed();
+    s.mutating_webhooks.push(tag("prod", "1-9-7"));
+    s.namespaces[0].labels = labels(&[("istio.io/rev", "prod")]);
+    let p = plan(&s, &to("1.10.6")).expect("plan");
+    let ids = ids(&p);
+    assert!(ids.iter().any(|i| i.ends_with("move-tag-prod")), "{ids:?}");
+    assert!(!ids.iter().any(|i| i.contains("migrate-namespace")), "a tagged namespace keeps its label: {ids:?}");
+    assert!(ids.iter().any(|i| i.ends_with("restart-workloads-bookinfo")), "{ids:?}");
+    let mv = p.steps.iter().find(|s| s.id.ends_with("move-tag-prod")).expect("move");
+    assert_eq!((mv.changes[0].before.as_deref(), mv.changes[0].after.as_deref()), (Some("1-9-7"), Some("1-10-6")));
+    assert_eq!((mv.changes[1].before.as_deref(), mv.changes[1].after.as_deref()), (Some("istiod-1-9-7"), Some("istiod-1-10-6")));
+}
+
+#[test]
+fn explicit_namespace_order_is_kept_and_checked() {
+    let mut s = seed();
+    s.namespaces.push(Namespace { name: "canary".into(), labels: labels(&[("istio.io/rev", "1-9-7")]) });
+    let mut req = to("1.10.6");
+    req.namespaces = Some(vec!["canary".into(), "bookinfo".into()]);
+    let p = plan(&s, &req).expect("plan");
+    let migrations: Vec<&str> = p.steps.iter().filter(|s| s.id.contains("migrate-namespace")).map(|s| s.id.as_str()).collect();
+    assert_eq!(migrations, ["05-migrate-namespace-canary", "07-migrate-namespace-bookinfo"]);
+    req.namespaces = Some(vec!["nope".into()]);
+    assert_eq!(plan(&s, &req), Err(PlanError::UnknownNamespace("nope".into())));
+}
+
+#[test]
+fn refusals_name_the_problem() {
+    assert_eq!(plan(&ClusterSnapshot::default(), &to("1.10.6")), Err(PlanError::NoControlPlane));
+    assert!(matches!(plan(&seed(), &to("1.9.7")), Err(PlanError::AlreadyThere(r, v)) if r == "1-9-7" && v == "1.9.7"));
+    assert!(matches!(plan(&seed(), &to("1.8.0")), Err(PlanError::Path(_))), "downgrades are refused");
+    match plan(&seed(), &to("1.13.0")) {
+        Err(e @ PlanError::NeedsHops { .. }) => assert!(e.to_string().contains("--allow-skip"), "{e}"),
+        other => panic!("expected NeedsHops, got {other:?}"),
+    }
+    let mut skip = to("1.13.0");
+    skip.allow_skip = true;
+    assert_eq!(plan(&seed(), &skip).expect("skip allowed").hops.len(), 1);
+
+    let mut s = seed();
+    s.workloads.push(istiod("1-10-6", "1.10.5"));
+    assert!(matches!(plan(&s, &to("1.10.6")), Err(PlanError::RevisionTaken { revision, .. }) if revision == "1-10-6"));
+
+    let mut s = seed();
+    s.mutating_webhooks.push(tag("1-10-6", "1-9-7"));
+    assert!(matches!(plan(&s, &to("1.10.6")), Err(PlanError::RevisionIsTag(_))));
+
+    let mut req = to("1.10.6");
+    req.gateway_service = Some("istio-ingress/missing".into());
+    assert!(matches!(plan(&seed(), &req), Err(PlanError::GatewayService(m)) if m.contains("does not exist")));
+    req.gateway_service = Some("no-slash".into());
+    assert!(matches!(plan(&seed(), &req), Err(PlanError::GatewayService(m)) if m.contains("NAMESPACE/NAME")));
+    let mut s = seed();
+    s.services.push(Service { name: "other".into(), selector: labels(&[("app", "nothing")]), ..lb(&[]) });
+    req.gateway_service = Some("istio-ingress/other".into());
+    assert!(matches!(plan(&s, &req), Err(PlanError::GatewayService(m)) if m.contains("selects no gateway")));
+
+    let mut s = seed();
+    s.workloads.push(istiod("canary", "1.9.7"));
+    s.namespaces.push(Namespace { name: "c".into(), labels: labels(&[("istio.io/rev", "canary")]) });
+    s.mutating_webhooks.push(injector("canary"));
+    assert!(matches!(plan(&s, &to("1.10.6")), Err(PlanError::AmbiguousSource(_))));
+    let mut req = to("1.10.6");
+    req.from = Some("canary".into());
+    assert_eq!(plan(&s, &req).expect("with --from").from_revision, "canary");
+    req.from = Some("nope".into());
+    assert_eq!(plan(&s, &req), Err(PlanError::UnknownSource("nope".into())));
+}
+
+#[test]
+fn no_load_balancer_means_no_gateway_steps() {
+    let mut s = seed();
+    s.services.clear();
+    let p = plan(&s, &to("1.10.6")).expect("plan");
+    assert!(p.steps.iter().all(|s| !matches!(s.action, Action::DeployGateway { .. } | Action::SwitchLoadBalancer { .. })));
+}
