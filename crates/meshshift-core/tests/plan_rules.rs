@@ -1,6 +1,5 @@
 //! The planner over hand-built snapshots: step order, exact changes, assumptions, and every refusal.
 
-
 use meshshift_core::model::*;
 use meshshift_core::plan::{Action, PlanError, PlanRequest, SwitchStrategy, plan};
 use meshshift_core::selector::{LabelSelector, Labels, Operator, Requirement};
@@ -17,7 +16,11 @@ fn istiod(revision: &str, version: &str) -> Workload {
         name,
         labels: labels(&[("app", "istiod"), ("istio.io/rev", revision)]),
         template: PodTemplate {
-            containers: vec![Container { name: "discovery".into(), image: format!("docker.io/istio/pilot:{version}"), ..Container::default() }],
+            containers: vec![Container {
+                name: "discovery".into(),
+                image: format!("docker.io/istio/pilot:{version}"),
+                ..Container::default()
+            }],
             ..PodTemplate::default()
         },
         replicas: 1,
@@ -39,13 +42,21 @@ fn injector(revision: &str) -> WebhookConfiguration {
         }
     };
     WebhookConfiguration {
-        name: if revision == "default" { "istio-sidecar-injector".into() } else { format!("istio-sidecar-injector-{revision}") },
+        name: if revision == "default" {
+            "istio-sidecar-injector".into()
+        } else {
+            format!("istio-sidecar-injector-{revision}")
+        },
         labels: labels(&[("istio.io/rev", revision)]),
         webhooks: vec![Webhook {
             name: "sidecar-injector.istio.io".into(),
             namespace_selector: ns_selector,
             object_selector: LabelSelector::default(),
-            service: Some(WebhookService { namespace: "istio-system".into(), name: service, path: Some("/inject".into()) }),
+            service: Some(WebhookService {
+                namespace: "istio-system".into(),
+                name: service,
+                path: Some("/inject".into()),
+            }),
             has_ca_bundle: true,
             failure_policy: "Fail".into(),
         }],
@@ -98,11 +109,23 @@ fn app(ns: &str, name: &str, revision: &str, version: &str) -> (Workload, Replic
         labels: labels(&[("app", name), ("istio.io/rev", revision)]),
         containers: vec![
             Container { name: name.into(), image: "example/app:1".into(), ..Container::default() },
-            Container { name: "istio-proxy".into(), image: format!("docker.io/istio/proxyv2:{version}"), ..Container::default() },
+            Container {
+                name: "istio-proxy".into(),
+                image: format!("docker.io/istio/proxyv2:{version}"),
+                ..Container::default()
+            },
         ],
         ..PodTemplate::default()
     };
-    let w = Workload { kind: WorkloadKind::Deployment, namespace: ns.into(), name: name.into(), labels: Labels::new(), template: template.clone(), replicas: 1, ready_replicas: 1 };
+    let w = Workload {
+        kind: WorkloadKind::Deployment,
+        namespace: ns.into(),
+        name: name.into(),
+        labels: Labels::new(),
+        template: template.clone(),
+        replicas: 1,
+        ready_replicas: 1,
+    };
     let rs = ReplicaSetLink { namespace: ns.into(), name: format!("{name}-abc"), deployment: name.into() };
     let pod = Pod {
         namespace: ns.into(),
@@ -147,7 +170,10 @@ fn ids(p: &meshshift_core::plan::Plan) -> Vec<&str> {
 #[test]
 fn seed_mesh_plans_the_blue_green_sequence() {
     let p = plan(&seed(), &to("1.10.6")).expect("plan");
-    assert_eq!((p.from_revision.as_str(), p.from_version.as_str(), p.to_revision.as_str()), ("1-9-7", "1.9.7", "1-10-6"));
+    assert_eq!(
+        (p.from_revision.as_str(), p.from_version.as_str(), p.to_revision.as_str()),
+        ("1-9-7", "1.9.7", "1-10-6")
+    );
     assert_eq!(
         ids(&p),
         [
@@ -161,18 +187,38 @@ fn seed_mesh_plans_the_blue_green_sequence() {
         ]
     );
     let switch = &p.steps[2];
-    assert_eq!(switch.action, Action::SwitchLoadBalancer { service: "Service/istio-ingress/ingress".into(), strategy: SwitchStrategy::Switch });
+    assert_eq!(
+        switch.action,
+        Action::SwitchLoadBalancer {
+            service: "Service/istio-ingress/ingress".into(),
+            strategy: SwitchStrategy::Switch
+        }
+    );
     assert_eq!(switch.changes.len(), 1, "only the selector changes");
     assert_eq!(switch.changes[0].field, "spec.selector.version");
-    assert_eq!((switch.changes[0].before.as_deref(), switch.changes[0].after.as_deref()), (Some("1-9-7"), Some("1-10-6")));
+    assert_eq!(
+        (switch.changes[0].before.as_deref(), switch.changes[0].after.as_deref()),
+        (Some("1-9-7"), Some("1-10-6"))
+    );
     let ns = &p.steps[4];
     assert_eq!(ns.changes.len(), 1);
-    assert_eq!((ns.changes[0].field.as_str(), ns.changes[0].before.as_deref(), ns.changes[0].after.as_deref()), ("metadata.labels.istio.io/rev", Some("1-9-7"), Some("1-10-6")));
-    assert_eq!(p.steps[5].changes.iter().map(|c| c.object.as_str()).collect::<Vec<_>>(), ["Deployment/bookinfo/productpage"]);
+    assert_eq!(
+        (ns.changes[0].field.as_str(), ns.changes[0].before.as_deref(), ns.changes[0].after.as_deref()),
+        ("metadata.labels.istio.io/rev", Some("1-9-7"), Some("1-10-6"))
+    );
+    assert_eq!(
+        p.steps[5].changes.iter().map(|c| c.object.as_str()).collect::<Vec<_>>(),
+        ["Deployment/bookinfo/productpage"]
+    );
     assert!(p.steps[0].changes.iter().any(|c| c.object == "Deployment/istio-system/istiod-1-10-6"));
-    assert!(p.steps[0].changes.iter().any(|c| c.object == "MutatingWebhookConfiguration/istio-sidecar-injector-1-10-6"));
+    assert!(
+        p.steps[0].changes.iter().any(|c| c.object == "MutatingWebhookConfiguration/istio-sidecar-injector-1-10-6")
+    );
     let retire: Vec<&str> = p.steps[6].changes.iter().map(|c| c.object.as_str()).collect();
-    assert!(retire.contains(&"Deployment/istio-system/istiod-1-9-7") && retire.contains(&"MutatingWebhookConfiguration/istio-sidecar-injector-1-9-7"));
+    assert!(
+        retire.contains(&"Deployment/istio-system/istiod-1-9-7")
+            && retire.contains(&"MutatingWebhookConfiguration/istio-sidecar-injector-1-9-7")
+    );
     assert!(retire.contains(&"Deployment/istio-ingress/istio-ingressgateway-1-9-7"));
     assert_eq!(p.assumptions.len(), 3, "LB selector and the namespace's two injection labels: {:?}", p.assumptions);
     assert!(p.steps.iter().all(|s| !s.gates.is_empty() && !s.undo.is_empty()), "every step has gates and an undo");
@@ -195,7 +241,11 @@ fn widen_narrow_selects_both_colours_first() {
     let p = plan(&seed(), &req).expect("plan");
     let changes = &p.steps[2].changes;
     assert_eq!(changes.len(), 2);
-    assert_eq!((changes[0].before.as_deref(), changes[0].after.as_deref()), (Some("1-9-7"), None), "widen: drop the colour key");
+    assert_eq!(
+        (changes[0].before.as_deref(), changes[0].after.as_deref()),
+        (Some("1-9-7"), None),
+        "widen: drop the colour key"
+    );
     assert_eq!((changes[1].before.as_deref(), changes[1].after.as_deref()), (None, Some("1-10-6")), "narrow to green");
 }
 
@@ -213,10 +263,17 @@ fn non_revisioned_install_migrates_to_revisions() {
     assert_eq!(p.from_revision, "default");
     let ns = p.steps.iter().find(|s| s.id.ends_with("migrate-namespace-bookinfo")).expect("migrate");
     assert_eq!(ns.changes[0].field, "metadata.labels.istio-injection");
-    assert_eq!((ns.changes[0].before.as_deref(), ns.changes[0].after.as_deref()), (Some("enabled"), None), "istio-injection removed");
+    assert_eq!(
+        (ns.changes[0].before.as_deref(), ns.changes[0].after.as_deref()),
+        (Some("enabled"), None),
+        "istio-injection removed"
+    );
     assert_eq!((ns.changes[1].before.as_deref(), ns.changes[1].after.as_deref()), (None, Some("1-10-6")));
     let switch = p.steps.iter().find(|s| s.id.ends_with("switch-load-balancer")).expect("switch");
-    assert_eq!(switch.changes[0].field, "spec.selector.istio.io/rev", "no colour label: the revision label tells gateways apart");
+    assert_eq!(
+        switch.changes[0].field, "spec.selector.istio.io/rev",
+        "no colour label: the revision label tells gateways apart"
+    );
     assert!(p.steps.iter().any(|s| s.id.ends_with("deploy-gateway-istio-ingressgateway-1-10-6")));
 }
 
@@ -232,7 +289,10 @@ fn tags_move_instead_of_relabelling() {
     assert!(ids.iter().any(|i| i.ends_with("restart-workloads-bookinfo")), "{ids:?}");
     let mv = p.steps.iter().find(|s| s.id.ends_with("move-tag-prod")).expect("move");
     assert_eq!((mv.changes[0].before.as_deref(), mv.changes[0].after.as_deref()), (Some("1-9-7"), Some("1-10-6")));
-    assert_eq!((mv.changes[1].before.as_deref(), mv.changes[1].after.as_deref()), (Some("istiod-1-9-7"), Some("istiod-1-10-6")));
+    assert_eq!(
+        (mv.changes[1].before.as_deref(), mv.changes[1].after.as_deref()),
+        (Some("istiod-1-9-7"), Some("istiod-1-10-6"))
+    );
 }
 
 #[test]
@@ -242,7 +302,8 @@ fn explicit_namespace_order_is_kept_and_checked() {
     let mut req = to("1.10.6");
     req.namespaces = Some(vec!["canary".into(), "bookinfo".into()]);
     let p = plan(&s, &req).expect("plan");
-    let migrations: Vec<&str> = p.steps.iter().filter(|s| s.id.contains("migrate-namespace")).map(|s| s.id.as_str()).collect();
+    let migrations: Vec<&str> =
+        p.steps.iter().filter(|s| s.id.contains("migrate-namespace")).map(|s| s.id.as_str()).collect();
     assert_eq!(migrations, ["05-migrate-namespace-canary", "07-migrate-namespace-bookinfo"]);
     req.namespaces = Some(vec!["nope".into()]);
     assert_eq!(plan(&s, &req), Err(PlanError::UnknownNamespace("nope".into())));
@@ -296,5 +357,7 @@ fn no_load_balancer_means_no_gateway_steps() {
     let mut s = seed();
     s.services.clear();
     let p = plan(&s, &to("1.10.6")).expect("plan");
-    assert!(p.steps.iter().all(|s| !matches!(s.action, Action::DeployGateway { .. } | Action::SwitchLoadBalancer { .. })));
+    assert!(
+        p.steps.iter().all(|s| !matches!(s.action, Action::DeployGateway { .. } | Action::SwitchLoadBalancer { .. }))
+    );
 }

@@ -75,6 +75,8 @@ pub enum FailOn {
 pub enum Command {
     /// Report control-plane revisions, tags, injection, proxies, gateways and findings.
     Status(StatusArgs),
+    /// Compute the blue/green upgrade plan to a version (reads the cluster, changes nothing).
+    Plan(PlanArgs),
     /// The lab: a real Kubernetes control plane on this machine.
     #[command(subcommand)]
     Lab(LabCommand),
@@ -97,6 +99,50 @@ pub struct StatusArgs {
     /// Exit with code 6 when a finding of this severity or worse is reported.
     #[arg(long, value_enum)]
     pub fail_on: Option<FailOn>,
+}
+
+/// LoadBalancer switch strategies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Strategy {
+    /// Patch the selector from blue to green in one update.
+    Switch,
+    /// Select both colours, wait for health checks, then narrow to green.
+    WidenNarrow,
+}
+
+/// `meshshift plan`.
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// The cluster.
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    /// Target Istio version, e.g. 1.10.6.
+    #[arg(long, value_name = "VERSION")]
+    pub to: String,
+    /// Target revision name (default: from the version, e.g. 1-10-6).
+    #[arg(long)]
+    pub revision: Option<String>,
+    /// Source revision, when several control planes are installed.
+    #[arg(long)]
+    pub from: Option<String>,
+    /// The user-owned LoadBalancer Service in front of the gateways, as NAMESPACE/NAME.
+    #[arg(long, value_name = "NS/NAME")]
+    pub gateway_service: Option<String>,
+    /// Namespaces to migrate, in order (default: every namespace the source revision injects).
+    #[arg(long, value_delimiter = ',')]
+    pub namespaces: Option<Vec<String>>,
+    /// How the LoadBalancer switches.
+    #[arg(long, value_enum, default_value_t = Strategy::Switch)]
+    pub strategy: Strategy,
+    /// Plan one hop even where Istio's rules need more.
+    #[arg(long)]
+    pub allow_skip: bool,
+    /// Seconds blue keeps serving after the switch before it is scaled down.
+    #[arg(long, default_value_t = 30)]
+    pub soak_seconds: u64,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
 }
 
 /// `meshshift lab ...`.

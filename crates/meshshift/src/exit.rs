@@ -20,6 +20,8 @@ pub enum Code {
     NoIstio = 5,
     /// Findings at or above `--fail-on` were reported.
     Findings = 6,
+    /// No plan can be made for the request (the message says why).
+    PlanRefused = 7,
 }
 
 impl From<Code> for ExitCode {

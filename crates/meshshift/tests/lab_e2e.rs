@@ -96,6 +96,27 @@ async fn lab_bookinfo_through_the_ingress_answers_every_request() {
         &failures[..failures.len().min(5)]
     );
 
+    // The plan to 1.10.6 for this mesh: the blue/green sequence, read from the real cluster, nothing changed.
+    let kubeconfig = cluster.kubeconfig_path().to_str().expect("utf-8").to_owned();
+    let run = meshshift(&["plan", "--to", "1.10.6", "-o", "json", "--kubeconfig", &kubeconfig]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let plan: serde_json::Value = serde_json::from_str(&run.stdout).expect("plan json");
+    let ids: Vec<&str> = plan["steps"].as_array().expect("steps").iter().filter_map(|s| s["id"].as_str()).collect();
+    assert_eq!(
+        ids,
+        [
+            "01-install-control-plane",
+            "02-deploy-gateway-istio-ingressgateway-1-10-6",
+            "03-switch-load-balancer",
+            "04-retire-blue-istio-ingressgateway-1-9-7",
+            "05-migrate-namespace-bookinfo",
+            "06-restart-workloads-bookinfo",
+            "07-retire-revision-1-9-7",
+        ]
+    );
+    assert_eq!(plan["steps"][2]["changes"][0]["object"], "Service/istio-ingress/ingress");
+    assert_eq!(plan["steps"][5]["changes"].as_array().map(Vec::len), Some(6), "the six bookinfo Deployments restart");
+
     // Every bookinfo pod was injected by the 1-9-7 istiod through the real webhook.
     let run = meshshift(&["status", "-o", "json", "--kubeconfig", cluster.kubeconfig_path().to_str().expect("utf-8")]);
     assert_eq!(run.code, 0, "{}", run.stderr);

@@ -29,7 +29,12 @@ fn deleted(object: String) -> Change {
 }
 
 fn set(object: &str, field: &str, before: Option<&String>, after: Option<&str>) -> Change {
-    Change { object: object.to_owned(), field: field.to_owned(), before: before.cloned(), after: after.map(str::to_owned) }
+    Change {
+        object: object.to_owned(),
+        field: field.to_owned(),
+        before: before.cloned(),
+        after: after.map(str::to_owned),
+    }
 }
 
 /// The green gateway's name: blue's with the revision replaced, else blue's plus the target revision.
@@ -43,9 +48,10 @@ pub fn build(snapshot: &ClusterSnapshot, s: &Subject, request: &PlanRequest) -> 
     let mut assumptions = Vec::new();
     let from = s.from_revision.as_str();
     let to = s.to_revision.as_str();
-    let mut push = |slug: String, action: Action, changes: Vec<Change>, pre: Vec<String>, gates: Vec<String>, undo: String| {
-        steps.push((slug, Step { id: String::new(), action, changes, preconditions: pre, gates, undo }));
-    };
+    let mut push =
+        |slug: String, action: Action, changes: Vec<Change>, pre: Vec<String>, gates: Vec<String>, undo: String| {
+            steps.push((slug, Step { id: String::new(), action, changes, preconditions: pre, gates, undo }));
+        };
 
     // 1. The target control plane beside the source.
     if !s.report.revisions.iter().any(|r| r.revision == to) {
@@ -62,7 +68,9 @@ pub fn build(snapshot: &ClusterSnapshot, s: &Subject, request: &PlanRequest) -> 
             vec![format!("revision {to} is not installed")],
             vec![
                 format!("istiod {} is ready", istiod_name(&s.to_revision)),
-                format!("its injector webhook has a caBundle and a server-side dry-run pod in a namespace labelled istio.io/rev={to} comes back injected by {to}"),
+                format!(
+                    "its injector webhook has a caBundle and a server-side dry-run pod in a namespace labelled istio.io/rev={to} comes back injected by {to}"
+                ),
                 format!("revisions {from} and {to} share the root CA"),
             ],
             "delete the created objects".into(),
@@ -77,11 +85,17 @@ pub fn build(snapshot: &ClusterSnapshot, s: &Subject, request: &PlanRequest) -> 
             push(
                 format!("deploy-gateway-{green}"),
                 Action::DeployGateway { namespace: blue.namespace.clone(), name: green.clone() },
-                vec![created(format!("Deployment/{}/{green}", blue.namespace)), created(format!("Service/{}/{green}", blue.namespace))],
+                vec![
+                    created(format!("Deployment/{}/{green}", blue.namespace)),
+                    created(format!("Service/{}/{green}", blue.namespace)),
+                ],
                 vec![format!("revision {to} is ready")],
                 vec![
                     format!("{green} is ready"),
-                    format!("real requests through Service {}/{green} succeed for every host and port {} serves", blue.namespace, lb_object),
+                    format!(
+                        "real requests through Service {}/{green} succeed for every host and port {} serves",
+                        blue.namespace, lb_object
+                    ),
                 ],
                 "delete the green Deployment and Service".into(),
             );
@@ -92,13 +106,21 @@ pub fn build(snapshot: &ClusterSnapshot, s: &Subject, request: &PlanRequest) -> 
         assumptions.push(Assumption { object: lb_object.clone(), field: field.clone(), value: before.cloned() });
         let changes = match request.strategy {
             SwitchStrategy::Switch => vec![set(&lb_object, &field, before, Some(to))],
-            SwitchStrategy::WidenNarrow => vec![set(&lb_object, &field, before, None), set(&lb_object, &field, None, Some(to))],
+            SwitchStrategy::WidenNarrow => {
+                vec![set(&lb_object, &field, before, None), set(&lb_object, &field, None, Some(to))]
+            }
         };
         push(
             "switch-load-balancer".into(),
             Action::SwitchLoadBalancer { service: lb_object.clone(), strategy: request.strategy },
             changes,
-            vec![format!("{lb_object} still has {field}={} (guarded by resourceVersion)", before.map(String::as_str).unwrap_or("<absent>")), "every green gateway serves".into()],
+            vec![
+                format!(
+                    "{lb_object} still has {field}={} (guarded by resourceVersion)",
+                    before.map(String::as_str).unwrap_or("<absent>")
+                ),
+                "every green gateway serves".into(),
+            ],
             vec![format!("the Endpoints of {lb_object} list only green pods"), "the traffic gates hold".into()],
             format!("restore {field}={}", before.map(String::as_str).unwrap_or("<absent>")),
         );
@@ -121,13 +143,22 @@ pub fn build(snapshot: &ClusterSnapshot, s: &Subject, request: &PlanRequest) -> 
         let object = format!("MutatingWebhookConfiguration/istio-revision-tag-{tag}");
         let from_service = istiod_name(&Revision::parse(from).unwrap_or_else(|_| Revision::default_revision()));
         let from_label = from.to_owned();
-        assumptions.push(Assumption { object: object.clone(), field: "metadata.labels.istio.io/rev".into(), value: Some(from_label.clone()) });
+        assumptions.push(Assumption {
+            object: object.clone(),
+            field: "metadata.labels.istio.io/rev".into(),
+            value: Some(from_label.clone()),
+        });
         push(
             format!("move-tag-{tag}"),
             Action::MoveTag { tag: tag.clone() },
             vec![
                 set(&object, "metadata.labels.istio.io/rev", Some(&from_label), Some(to)),
-                set(&object, "webhooks[*].clientConfig.service.name", Some(&from_service), Some(&istiod_name(&s.to_revision))),
+                set(
+                    &object,
+                    "webhooks[*].clientConfig.service.name",
+                    Some(&from_service),
+                    Some(&istiod_name(&s.to_revision)),
+                ),
             ],
             vec![format!("revision {to} is ready")],
             vec![format!("a dry-run pod in a namespace labelled istio.io/rev={tag} is injected by {to}")],
@@ -167,8 +198,16 @@ pub fn build(snapshot: &ClusterSnapshot, s: &Subject, request: &PlanRequest) -> 
         let labels = snapshot.namespaces.iter().find(|n| &n.name == ns).map(|n| n.labels.clone()).unwrap_or_default();
         let injection = labels.get("istio-injection");
         let rev = labels.get("istio.io/rev");
-        assumptions.push(Assumption { object: object.clone(), field: "metadata.labels.istio-injection".into(), value: injection.cloned() });
-        assumptions.push(Assumption { object: object.clone(), field: "metadata.labels.istio.io/rev".into(), value: rev.cloned() });
+        assumptions.push(Assumption {
+            object: object.clone(),
+            field: "metadata.labels.istio-injection".into(),
+            value: injection.cloned(),
+        });
+        assumptions.push(Assumption {
+            object: object.clone(),
+            field: "metadata.labels.istio.io/rev".into(),
+            value: rev.cloned(),
+        });
         let mut changes = Vec::new();
         if injection.is_some() {
             changes.push(set(&object, "metadata.labels.istio-injection", injection, None));
@@ -178,7 +217,10 @@ pub fn build(snapshot: &ClusterSnapshot, s: &Subject, request: &PlanRequest) -> 
             format!("migrate-namespace-{ns}"),
             Action::MigrateNamespace { namespace: ns.clone() },
             changes,
-            vec![format!("revision {to} is ready"), format!("a dry-run pod in {ns} would be injected by {to} after the change")],
+            vec![
+                format!("revision {to} is ready"),
+                format!("a dry-run pod in {ns} would be injected by {to} after the change"),
+            ],
             vec![format!("new pods in {ns} are injected by {to}")],
             "restore the namespace's labels".into(),
         );
@@ -210,7 +252,10 @@ pub fn build(snapshot: &ClusterSnapshot, s: &Subject, request: &PlanRequest) -> 
         .iter()
         .filter(|r| r.revision == from)
         .flat_map(|r| {
-            let mut v = vec![deleted(format!("Deployment/{}/{}", r.namespace, r.deployment)), deleted(format!("Service/{}/{}", r.namespace, istiod_name(&from_rev)))];
+            let mut v = vec![
+                deleted(format!("Deployment/{}/{}", r.namespace, r.deployment)),
+                deleted(format!("Service/{}/{}", r.namespace, istiod_name(&from_rev))),
+            ];
             v.extend(r.injector_webhooks.iter().map(|w| deleted(format!("MutatingWebhookConfiguration/{w}"))));
             v
         })

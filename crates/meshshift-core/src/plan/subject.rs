@@ -49,14 +49,25 @@ pub fn find_subject(snapshot: &ClusterSnapshot, request: &PlanRequest) -> Result
     let report = analyze(snapshot);
     let source = match (&request.from, report.revisions.as_slice()) {
         (_, []) => return Err(PlanError::NoControlPlane),
-        (Some(from), revs) => revs.iter().find(|r| &r.revision == from).ok_or_else(|| PlanError::UnknownSource(from.clone()))?,
+        (Some(from), revs) => {
+            revs.iter().find(|r| &r.revision == from).ok_or_else(|| PlanError::UnknownSource(from.clone()))?
+        }
         (None, [only]) => only,
         (None, revs) => {
             // The revision every proxy and namespace uses, when exactly one is in use.
-            let used: Vec<_> = revs.iter().filter(|r| r.proxies > 0 || report.namespaces.iter().any(|n| n.injected_by.as_deref() == Some(&r.revision))).collect();
+            let used: Vec<_> = revs
+                .iter()
+                .filter(|r| {
+                    r.proxies > 0 || report.namespaces.iter().any(|n| n.injected_by.as_deref() == Some(&r.revision))
+                })
+                .collect();
             match used.as_slice() {
                 [one] => *one,
-                _ => return Err(PlanError::AmbiguousSource(revs.iter().map(|r| r.revision.clone()).collect::<Vec<_>>().join(", "))),
+                _ => {
+                    return Err(PlanError::AmbiguousSource(
+                        revs.iter().map(|r| r.revision.clone()).collect::<Vec<_>>().join(", "),
+                    ));
+                }
             }
         }
     };
@@ -71,7 +82,10 @@ pub fn find_subject(snapshot: &ClusterSnapshot, request: &PlanRequest) -> Result
     }
     if let Some(existing) = report.revisions.iter().find(|r| r.revision == to_revision.as_str()) {
         if existing.version.as_deref() != Some(request.to.to_string().as_str()) {
-            return Err(PlanError::RevisionTaken { revision: to_revision.to_string(), version: existing.version.clone().unwrap_or_else(|| "unknown".into()) });
+            return Err(PlanError::RevisionTaken {
+                revision: to_revision.to_string(),
+                version: existing.version.clone().unwrap_or_else(|| "unknown".into()),
+            });
         }
     }
 
@@ -82,13 +96,20 @@ pub fn find_subject(snapshot: &ClusterSnapshot, request: &PlanRequest) -> Result
         .collect();
     let lb = match &request.gateway_service {
         Some(reference) => {
-            let (ns, name) = reference.split_once('/').ok_or_else(|| PlanError::GatewayService(format!("--gateway-service {reference}: expected NAMESPACE/NAME")))?;
-            if !snapshot.services.iter().any(|s| s.namespace == ns && s.name == name) {
-                return Err(PlanError::GatewayService(format!("Service {ns}/{name} does not exist; pass the LoadBalancer in front of your gateways")));
-            }
-            let svc = report.gateway_services.iter().find(|s| s.namespace == ns && s.name == name).ok_or_else(|| {
-                PlanError::GatewayService(format!("Service {ns}/{name} selects no gateway pods; check its selector"))
+            let (ns, name) = reference.split_once('/').ok_or_else(|| {
+                PlanError::GatewayService(format!("--gateway-service {reference}: expected NAMESPACE/NAME"))
             })?;
+            if !snapshot.services.iter().any(|s| s.namespace == ns && s.name == name) {
+                return Err(PlanError::GatewayService(format!(
+                    "Service {ns}/{name} does not exist; pass the LoadBalancer in front of your gateways"
+                )));
+            }
+            let svc =
+                report.gateway_services.iter().find(|s| s.namespace == ns && s.name == name).ok_or_else(|| {
+                    PlanError::GatewayService(format!(
+                        "Service {ns}/{name} selects no gateway pods; check its selector"
+                    ))
+                })?;
             Some(svc)
         }
         None => match lb_candidates.as_slice() {
@@ -96,7 +117,11 @@ pub fn find_subject(snapshot: &ClusterSnapshot, request: &PlanRequest) -> Result
             [one] => Some(*one),
             many => {
                 let names: Vec<String> = many.iter().map(|s| format!("{}/{}", s.namespace, s.name)).collect();
-                return Err(PlanError::GatewayService(format!("several LoadBalancers select gateways of {} ({}); choose one with --gateway-service", source.revision, names.join(", "))));
+                return Err(PlanError::GatewayService(format!(
+                    "several LoadBalancers select gateways of {} ({}); choose one with --gateway-service",
+                    source.revision,
+                    names.join(", ")
+                )));
             }
         },
     };
@@ -105,12 +130,17 @@ pub fn find_subject(snapshot: &ClusterSnapshot, request: &PlanRequest) -> Result
             report
                 .gateways
                 .iter()
-                .filter(|g| g.namespace == s.namespace && g.revision == source.revision && s.selects.iter().any(|sel| sel.gateway == g.name))
+                .filter(|g| {
+                    g.namespace == s.namespace
+                        && g.revision == source.revision
+                        && s.selects.iter().any(|sel| sel.gateway == g.name)
+                })
                 .cloned()
                 .collect()
         })
         .unwrap_or_default();
-    let tags: Vec<String> = report.tags.iter().filter(|t| t.revision == source.revision).map(|t| t.tag.clone()).collect();
+    let tags: Vec<String> =
+        report.tags.iter().filter(|t| t.revision == source.revision).map(|t| t.tag.clone()).collect();
     let tag_namespaces: Vec<String> = report
         .namespaces
         .iter()
@@ -138,7 +168,11 @@ pub fn find_subject(snapshot: &ClusterSnapshot, request: &PlanRequest) -> Result
         from_version,
         control_plane_namespace: source.namespace.clone(),
         to_revision,
-        load_balancer: lb.map(|s| LoadBalancer { namespace: s.namespace.clone(), name: s.name.clone(), selector: s.selector.clone() }),
+        load_balancer: lb.map(|s| LoadBalancer {
+            namespace: s.namespace.clone(),
+            name: s.name.clone(),
+            selector: s.selector.clone(),
+        }),
         blue_gateways,
         tags,
         namespaces,

@@ -1,6 +1,7 @@
 //! One module per command; each turns parsed arguments into calls on the library crates.
 
 pub mod lab;
+pub mod plan;
 pub mod status;
 
 use std::process::ExitCode;
@@ -14,6 +15,7 @@ use crate::exit::Code;
 pub async fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Status(args) => status::run(args).await.into(),
+        Command::Plan(args) => plan::run(args).await.into(),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "meshshift", &mut std::io::stdout());
             Code::Ok.into()

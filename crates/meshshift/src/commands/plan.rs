@@ -1,0 +1,88 @@
+//! `meshshift plan`: read the cluster, plan (pure), print. Changes nothing.
+
+use meshshift_core::plan::{Plan, PlanRequest, SwitchStrategy, plan};
+use meshshift_core::version::{IstioVersion, Revision};
+use meshshift_kube::read_snapshot;
+
+use super::status::client;
+use crate::cli::{PlanArgs, Strategy};
+use crate::exit::Code;
+use crate::output;
+
+fn request(args: &PlanArgs) -> Result<PlanRequest, String> {
+    let to: IstioVersion = args.to.parse().map_err(|e| format!("--to: {e}"))?;
+    let mut req = PlanRequest::new(to);
+    req.revision = args.revision.as_deref().map(Revision::parse).transpose().map_err(|e| format!("--revision: {e}"))?;
+    req.from.clone_from(&args.from);
+    req.gateway_service.clone_from(&args.gateway_service);
+    req.namespaces.clone_from(&args.namespaces);
+    req.strategy = match args.strategy {
+        Strategy::Switch => SwitchStrategy::Switch,
+        Strategy::WidenNarrow => SwitchStrategy::WidenNarrow,
+    };
+    req.allow_skip = args.allow_skip;
+    req.soak_seconds = args.soak_seconds;
+    Ok(req)
+}
+
+/// Runs the command.
+pub async fn run(args: PlanArgs) -> Code {
+    // Bad input is refused before anything talks to the cluster.
+    let req = match request(&args) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Code::Usage;
+        }
+    };
+    let client = match client(&args.cluster).await {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let snapshot = match read_snapshot(&client).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Code::Cluster;
+        }
+    };
+    let plan = match plan(&snapshot, &req) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: cannot plan: {e}");
+            return Code::PlanRefused;
+        }
+    };
+    match output::structured(args.output, &plan) {
+        Ok(Some(text)) => print!("{text}"),
+        Ok(None) => print!("{}", render_table(&plan)),
+        Err(e) => {
+            eprintln!("error: cannot render the plan: {e}");
+            return Code::Failure;
+        }
+    }
+    Code::Ok
+}
+
+fn value(v: &Option<String>) -> &str {
+    v.as_deref().unwrap_or("<absent>")
+}
+
+/// The human-readable plan.
+pub fn render_table(p: &Plan) -> String {
+    let mut out = format!("PLAN {} ({}) -> {} ({})\n\n", p.from_revision, p.from_version, p.to_revision, p.to_version);
+    for s in &p.steps {
+        out += &format!("{}\n", s.id);
+        for c in &s.changes {
+            out += &format!("  change  {} {}: {} -> {}\n", c.object, c.field, value(&c.before), value(&c.after));
+        }
+        for pre in &s.preconditions {
+            out += &format!("  before  {pre}\n");
+        }
+        for g in &s.gates {
+            out += &format!("  gate    {g}\n");
+        }
+        out += &format!("  undo    {}\n\n", s.undo);
+    }
+    out
+}
