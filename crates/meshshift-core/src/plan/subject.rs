@@ -80,13 +80,16 @@ pub fn find_subject(snapshot: &ClusterSnapshot, request: &PlanRequest) -> Result
     if report.tags.iter().any(|t| t.tag == to_revision.as_str()) {
         return Err(PlanError::RevisionIsTag(to_revision.to_string()));
     }
-    if let Some(existing) = report.revisions.iter().find(|r| r.revision == to_revision.as_str()) {
-        if existing.version.as_deref() != Some(request.to.to_string().as_str()) {
-            return Err(PlanError::RevisionTaken {
-                revision: to_revision.to_string(),
-                version: existing.version.clone().unwrap_or_else(|| "unknown".into()),
-            });
-        }
+    let target_version = request.to.to_string();
+    let taken = report
+        .revisions
+        .iter()
+        .find(|r| r.revision == to_revision.as_str() && r.version.as_deref() != Some(target_version.as_str()));
+    if let Some(existing) = taken {
+        return Err(PlanError::RevisionTaken {
+            revision: to_revision.to_string(),
+            version: existing.version.clone().unwrap_or_else(|| "unknown".into()),
+        });
     }
 
     let lb_candidates: Vec<_> = report
