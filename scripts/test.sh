@@ -18,5 +18,14 @@ fi
 step "building the workspace and its tests"
 cargo build --workspace --all-targets
 
+if cargo clippy --version >/dev/null 2>&1; then
+  step "clippy (warnings are errors)"
+  cargo clippy --workspace --all-targets -- -D warnings
+fi
+if cargo fmt --version >/dev/null 2>&1; then
+  step "rustfmt check"
+  cargo fmt --all --check
+fi
+
 step "running the tests"
 cargo test --workspace "$@"
