@@ -8,6 +8,7 @@
 #![deny(missing_docs)]
 
 pub mod finding;
+pub mod journal;
 pub mod model;
 pub mod path;
 pub mod plan;
