@@ -9,6 +9,7 @@
 
 pub mod finding;
 pub mod journal;
+pub mod lock;
 pub mod model;
 pub mod path;
 pub mod plan;

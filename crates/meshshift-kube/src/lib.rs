@@ -9,7 +9,9 @@
 pub mod connect;
 pub mod convert;
 pub mod install;
+pub mod journal_store;
 pub mod list;
+pub mod lock;
 pub mod manifest;
 pub mod rollout;
 pub mod snapshot;
