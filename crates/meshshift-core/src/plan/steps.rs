@@ -187,11 +187,17 @@ pub fn build(snapshot: &ClusterSnapshot, s: &Subject, request: &PlanRequest) -> 
             })
             .collect()
     };
-    let restart_gates = |ns: &str| {
-        vec![
-            format!("every restarted workload in {ns} completes its rollout (kubectl rollout-status rule)"),
-            format!("every pod in {ns} runs proxy {} from revision {to}", request.to),
-        ]
+    let restart_step = |ns: &str| {
+        (
+            format!("restart-workloads-{ns}"),
+            Action::RestartWorkloads { namespace: ns.to_owned() },
+            restart(ns),
+            vec!["PodDisruptionBudgets allow the restart".to_owned()],
+            vec![
+                format!("every restarted workload in {ns} completes its rollout (kubectl rollout-status rule)"),
+                format!("every pod in {ns} runs proxy {} from revision {to}", request.to),
+            ],
+        )
     };
     for ns in &s.namespaces {
         let object = format!("Namespace/{ns}");
@@ -224,24 +230,12 @@ pub fn build(snapshot: &ClusterSnapshot, s: &Subject, request: &PlanRequest) -> 
             vec![format!("new pods in {ns} are injected by {to}")],
             "restore the namespace's labels".into(),
         );
-        push(
-            format!("restart-workloads-{ns}"),
-            Action::RestartWorkloads { namespace: ns.clone() },
-            restart(ns),
-            vec!["PodDisruptionBudgets allow the restart".into()],
-            restart_gates(ns),
-            "relabel back, then restart again".into(),
-        );
+        let (slug, action, changes, pre, gates) = restart_step(ns);
+        push(slug, action, changes, pre, gates, "relabel back, then restart again".into());
     }
     for ns in &s.tag_namespaces {
-        push(
-            format!("restart-workloads-{ns}"),
-            Action::RestartWorkloads { namespace: ns.clone() },
-            restart(ns),
-            vec!["PodDisruptionBudgets allow the restart".into()],
-            restart_gates(ns),
-            "move the tag back, then restart again".into(),
-        );
+        let (slug, action, changes, pre, gates) = restart_step(ns);
+        push(slug, action, changes, pre, gates, "move the tag back, then restart again".into());
     }
 
     // 7. Retire the source revision.

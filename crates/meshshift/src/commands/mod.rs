@@ -11,6 +11,15 @@ use clap::CommandFactory;
 use crate::cli::{Cli, Command, LabCommand};
 use crate::exit::Code;
 
+/// Connects like kubectl and reads the cluster's snapshot, reporting failures on stderr as exit codes.
+pub async fn read_cluster(args: &crate::cli::ClusterArgs) -> Result<meshshift_core::model::ClusterSnapshot, Code> {
+    let client = status::client(args).await?;
+    meshshift_kube::read_snapshot(&client).await.map_err(|e| {
+        eprintln!("error: {e}");
+        Code::Cluster
+    })
+}
+
 /// Runs a command and maps its outcome to an exit code.
 pub async fn run(cli: Cli) -> ExitCode {
     match cli.command {

@@ -2,9 +2,7 @@
 
 use meshshift_core::plan::{Plan, PlanRequest, SwitchStrategy, plan};
 use meshshift_core::version::{IstioVersion, Revision};
-use meshshift_kube::read_snapshot;
 
-use super::status::client;
 use crate::cli::{PlanArgs, Strategy};
 use crate::exit::Code;
 use crate::output;
@@ -35,16 +33,9 @@ pub async fn run(args: PlanArgs) -> Code {
             return Code::Usage;
         }
     };
-    let client = match client(&args.cluster).await {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
-    let snapshot = match read_snapshot(&client).await {
+    let snapshot = match super::read_cluster(&args.cluster).await {
         Ok(s) => s,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return Code::Cluster;
-        }
+        Err(code) => return code,
     };
     let plan = match plan(&snapshot, &req) {
         Ok(p) => p,

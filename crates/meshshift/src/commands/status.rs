@@ -2,7 +2,7 @@
 
 use meshshift_core::finding::Severity;
 use meshshift_core::status::{InjectionMode, StatusReport, analyze};
-use meshshift_kube::{ConnectError, ConnectOptions, connect, read_snapshot};
+use meshshift_kube::{ConnectError, ConnectOptions, connect};
 
 use crate::cli::{ClusterArgs, FailOn, StatusArgs};
 use crate::exit::Code;
@@ -24,16 +24,9 @@ pub async fn client(args: &ClusterArgs) -> Result<kube::Client, Code> {
 
 /// Runs the command.
 pub async fn run(args: StatusArgs) -> Code {
-    let client = match client(&args.cluster).await {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
-    let snapshot = match read_snapshot(&client).await {
+    let snapshot = match super::read_cluster(&args.cluster).await {
         Ok(s) => s,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return Code::Cluster;
-        }
+        Err(code) => return code,
     };
     let report = analyze(&snapshot);
     let text = match output::structured(args.output, &report) {
