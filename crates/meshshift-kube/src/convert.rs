@@ -80,46 +80,61 @@ pub fn namespace_of(ns: &core::Namespace) -> model::Namespace {
     model::Namespace { name: name(&ns.metadata), labels: labels(&ns.metadata) }
 }
 
+/// A workload from the parts every controller kind shares.
+fn workload(
+    kind: WorkloadKind,
+    meta: &ObjectMeta,
+    pod: Option<&core::PodTemplateSpec>,
+    replicas: i32,
+    ready: i32,
+) -> Workload {
+    Workload {
+        kind,
+        namespace: namespace(meta),
+        name: name(meta),
+        labels: labels(meta),
+        template: pod.map(template).unwrap_or_default(),
+        replicas,
+        ready_replicas: ready,
+    }
+}
+
 /// A Deployment.
 pub fn deployment(d: &apps::Deployment) -> Workload {
     let spec = d.spec.as_ref();
-    Workload {
-        kind: WorkloadKind::Deployment,
-        namespace: namespace(&d.metadata),
-        name: name(&d.metadata),
-        labels: labels(&d.metadata),
-        template: spec.map(|s| template(&s.template)).unwrap_or_default(),
-        replicas: spec.and_then(|s| s.replicas).unwrap_or(1),
-        ready_replicas: d.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0),
-    }
+    let ready = d.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0);
+    workload(
+        WorkloadKind::Deployment,
+        &d.metadata,
+        spec.map(|s| &s.template),
+        spec.and_then(|s| s.replicas).unwrap_or(1),
+        ready,
+    )
 }
 
 /// A StatefulSet.
 pub fn stateful_set(s: &apps::StatefulSet) -> Workload {
     let spec = s.spec.as_ref();
-    Workload {
-        kind: WorkloadKind::StatefulSet,
-        namespace: namespace(&s.metadata),
-        name: name(&s.metadata),
-        labels: labels(&s.metadata),
-        template: spec.map(|s| template(&s.template)).unwrap_or_default(),
-        replicas: spec.and_then(|s| s.replicas).unwrap_or(1),
-        ready_replicas: s.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0),
-    }
+    let ready = s.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0);
+    workload(
+        WorkloadKind::StatefulSet,
+        &s.metadata,
+        spec.map(|s| &s.template),
+        spec.and_then(|s| s.replicas).unwrap_or(1),
+        ready,
+    )
 }
 
-/// A DaemonSet.
+/// A DaemonSet: its "replicas" are the nodes it should run on.
 pub fn daemon_set(d: &apps::DaemonSet) -> Workload {
     let status = d.status.as_ref();
-    Workload {
-        kind: WorkloadKind::DaemonSet,
-        namespace: namespace(&d.metadata),
-        name: name(&d.metadata),
-        labels: labels(&d.metadata),
-        template: d.spec.as_ref().map(|s| template(&s.template)).unwrap_or_default(),
-        replicas: status.map(|s| s.desired_number_scheduled).unwrap_or(0),
-        ready_replicas: status.map(|s| s.number_ready).unwrap_or(0),
-    }
+    workload(
+        WorkloadKind::DaemonSet,
+        &d.metadata,
+        d.spec.as_ref().map(|s| &s.template),
+        status.map(|s| s.desired_number_scheduled).unwrap_or(0),
+        status.map(|s| s.number_ready).unwrap_or(0),
+    )
 }
 
 /// The Deployment owning a ReplicaSet, if a Deployment owns it.

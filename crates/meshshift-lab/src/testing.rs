@@ -529,6 +529,37 @@ pub async fn create_namespace(client: &kube::Client, name: &str, labels: serde_j
     .await;
 }
 
+/// Creates one manifest exactly as written (a DynamicObject), resolving its kind by discovery and retrying
+/// while a freshly created CRD becomes served; namespaced objects without a namespace go to
+/// `default_namespace`, and an existing object is left alone. The lab's tests cannot use meshshift-kube's
+/// applier (that crate depends on nothing of the lab, and the lab must not depend on it).
+pub async fn create_object(client: &kube::Client, doc: &serde_json::Value, default_namespace: &str) {
+    use kube::api::{Api, DynamicObject, GroupVersionKind, PostParams};
+    use kube::discovery::{Scope, pinned_kind};
+    let api_version = doc["apiVersion"].as_str().unwrap_or_else(|| panic!("no apiVersion in {doc}"));
+    let kind = doc["kind"].as_str().unwrap_or_else(|| panic!("no kind in {doc}"));
+    let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+    let gvk = GroupVersionKind::gvk(group, version, kind);
+    let (resource, caps) = eventually(&format!("{api_version} {kind} to be served"), Duration::from_secs(30), || {
+        let gvk = gvk.clone();
+        async move { pinned_kind(client, &gvk).await.ok() }
+    })
+    .await;
+    let api: Api<DynamicObject> = if caps.scope == Scope::Namespaced {
+        let ns = doc["metadata"]["namespace"].as_str().unwrap_or(default_namespace);
+        Api::namespaced_with(client.clone(), ns, &resource)
+    } else {
+        Api::all_with(client.clone(), &resource)
+    };
+    let object: DynamicObject =
+        serde_json::from_value(doc.clone()).unwrap_or_else(|e| panic!("{kind} {:?}: {e}", doc["metadata"]["name"]));
+    match api.create(&PostParams::default(), &object).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(status)) if status.code == 409 => {}
+        Err(err) => panic!("creating {kind} {:?}: {err}", doc["metadata"]["name"]),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -17,12 +17,12 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::admissionregistration::v1::{MutatingWebhookConfiguration, ValidatingWebhookConfiguration};
 use k8s_openapi::api::core::v1::{ConfigMap, Endpoints, Node, Pod, Secret};
-use kube::api::{Api, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams};
-use kube::discovery::{Scope, pinned_kind};
+use kube::api::{Api, GroupVersionKind, ListParams, Patch, PatchParams, PostParams};
+use kube::discovery::pinned_kind;
 use meshshift_lab::containers::istiod::IstiodImage;
 use meshshift_lab::containers::protocol::{ClientMessage, ConfigSnapshot, ProxyKind, ServerMessage};
 use meshshift_lab::containers::{ContainerContext, ContainerImage, Lifecycle, pod_loopback};
-use meshshift_lab::testing::{create_namespace, eventually, example_supervisor};
+use meshshift_lab::testing::{create_namespace, create_object, eventually, example_supervisor};
 use meshshift_lab::{LabLayout, LabOptions, TestCluster};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -95,32 +95,6 @@ fn yaml_docs(path: &str) -> Vec<Value> {
     docs.into_iter().filter(|d| d.is_object()).collect()
 }
 
-/// Creates one manifest as written (a DynamicObject), resolving its kind by discovery (retried while a
-/// fresh CRD becomes served). An existing object is left alone.
-async fn create_doc(client: &kube::Client, doc: &Value, default_namespace: &str) {
-    let api_version = doc["apiVersion"].as_str().expect("apiVersion");
-    let kind = doc["kind"].as_str().expect("kind");
-    let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
-    let gvk = GroupVersionKind::gvk(group, version, kind);
-    let (resource, caps) = eventually(&format!("{api_version} {kind} to be served"), Duration::from_secs(30), || {
-        let gvk = gvk.clone();
-        async move { pinned_kind(client, &gvk).await.ok() }
-    })
-    .await;
-    let api: Api<DynamicObject> = if caps.scope == Scope::Namespaced {
-        let ns = doc["metadata"]["namespace"].as_str().unwrap_or(default_namespace);
-        Api::namespaced_with(client.clone(), ns, &resource)
-    } else {
-        Api::all_with(client.clone(), &resource)
-    };
-    let object: DynamicObject = serde_json::from_value(doc.clone()).expect("object");
-    match api.create(&PostParams::default(), &object).await {
-        Ok(_) => {}
-        Err(kube::Error::Api(status)) if status.code == 409 => {}
-        Err(err) => panic!("creating {kind} {:?}: {err}", doc["metadata"]["name"]),
-    }
-}
-
 /// Kinds the tests leave out: the test plays the Deployment's pod itself, and 1.20 does not serve the
 /// newer charts' `policy/v1` PDB or `autoscaling/v2` HPA.
 const SKIPPED: [&str; 3] = ["Deployment", "HorizontalPodAutoscaler", "PodDisruptionBudget"];
@@ -135,7 +109,7 @@ async fn apply(client: &kube::Client, file: &str) -> Vec<Value> {
             }
             continue;
         }
-        create_doc(client, &doc, "istio-system").await;
+        create_object(client, &doc, "istio-system").await;
     }
     deployments
 }
@@ -534,7 +508,7 @@ async fn a_1_9_7_revision_injects_patches_its_webhook_and_streams_scoped_config(
     assert!(own.target_ports.iter().any(|(port, target)| *port == 443
         && *target == k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(15017)));
     for doc in yaml_docs(&format!("{FIXTURES}/istio-tree/1.9.7/bookinfo/bookinfo-gateway.yaml")) {
-        create_doc(&client, &doc, "apps").await;
+        create_object(&client, &doc, "apps").await;
     }
     let pinned = |name: &str, rev: &str| {
         json!({
@@ -544,8 +518,8 @@ async fn a_1_9_7_revision_injects_patches_its_webhook_and_streams_scoped_config(
             "spec": {"hosts": [format!("{name}.apps.svc.cluster.local")], "http": [{"route": [{"destination": {"host": "web"}}]}]}
         })
     };
-    create_doc(&client, &pinned("pinned-to-other", "1-10-6"), "apps").await;
-    create_doc(&client, &pinned("pinned-to-me", "1-9-7"), "apps").await;
+    create_object(&client, &pinned("pinned-to-other", "1-10-6"), "apps").await;
+    create_object(&client, &pinned("pinned-to-me", "1-9-7"), "apps").await;
     let config = config_where(&mut stream, "bookinfo and the pinned VirtualService", |c| {
         names(&c.virtual_services).contains(&"apps/pinned-to-me".to_owned())
             && names(&c.gateways).contains(&"apps/bookinfo-gateway".to_owned())
@@ -754,7 +728,7 @@ async fn a_plugged_in_ca_serves_1_24_webhooks() {
         "metadata": {"name": "validated", "namespace": "apps", "labels": {"istio.io/rev": "1-24-6"}},
         "spec": {"hosts": ["web"], "http": [{"route": [{"destination": {"host": "web"}}]}]}
     });
-    create_doc(&client, &vs, "apps").await;
+    create_object(&client, &vs, "apps").await;
     let (code, metrics) = inside.run(http_get(istiod.addr(15014), "/metrics")).await.expect("metrics");
     assert_eq!(code, 200);
     let validated = metrics
@@ -785,7 +759,7 @@ async fn under_the_node_agent_a_chart_installed_istiod_serves_injected_workloads
     apply(&client, "helm-rendered/1.9.7/base-no-crds.yaml").await;
     for doc in yaml_docs(&format!("{FIXTURES}/helm-rendered/1.9.7/istiod-rev-1-9-7.yaml")) {
         if doc["kind"] != "HorizontalPodAutoscaler" {
-            create_doc(&client, &doc, "istio-system").await;
+            create_object(&client, &doc, "istio-system").await;
         }
     }
     wait_patched(&client, "istio-sidecar-injector-1-9-7").await;

@@ -8,34 +8,11 @@ use std::time::Duration;
 
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::apps::v1::Deployment;
-use kube::api::{Api, DynamicObject, GroupVersionKind, PostParams};
-use kube::discovery::{Scope, pinned_kind};
-use meshshift_lab::testing::{create_namespace, eventually, example_supervisor};
+use kube::api::{Api, DynamicObject, GroupVersionKind};
+use kube::discovery::pinned_kind;
+use meshshift_lab::testing::{create_namespace, create_object, eventually, example_supervisor};
 use meshshift_lab::{LabOptions, TestCluster};
 use serde_json::{Value, json};
-
-/// Creates `doc` as written, resolving its kind by discovery (retried while a fresh CRD becomes served).
-async fn create_doc(client: &kube::Client, doc: &Value) {
-    let api_version = doc["apiVersion"].as_str().expect("apiVersion");
-    let kind = doc["kind"].as_str().expect("kind");
-    let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
-    let gvk = GroupVersionKind::gvk(group, version, kind);
-    let (resource, caps) = eventually(&format!("{api_version} {kind} to be served"), Duration::from_secs(30), || {
-        let gvk = gvk.clone();
-        async move { pinned_kind(client, &gvk).await.ok() }
-    })
-    .await;
-    let api: Api<DynamicObject> = match (caps.scope, doc["metadata"]["namespace"].as_str()) {
-        (Scope::Namespaced, Some(ns)) => Api::namespaced_with(client.clone(), ns, &resource),
-        _ => Api::all_with(client.clone(), &resource),
-    };
-    let object: DynamicObject = serde_json::from_value(doc.clone()).expect("object");
-    match api.create(&PostParams::default(), &object).await {
-        Ok(_) => {}
-        Err(kube::Error::Api(status)) if status.code == 409 => {}
-        Err(err) => panic!("creating {kind} {:?}: {err}", doc["metadata"]["name"]),
-    }
-}
 
 fn iop(name: &str, revision: &str, gateway: &str) -> Value {
     json!({
@@ -59,7 +36,7 @@ async fn the_operator_reconciles_its_revision_only() {
         TestCluster::start_lab(&example_supervisor(), &LabOptions::full(2)).unwrap_or_else(|err| panic!("{err}"));
     let client = cluster.client().await.expect("client");
     for crd in meshshift_core::render::crds() {
-        create_doc(&client, &crd).await;
+        create_object(&client, &crd, "default").await;
     }
     create_namespace(&client, "istio-system", json!({})).await;
     create_namespace(&client, "istio-ingress", json!({})).await;
@@ -82,9 +59,10 @@ async fn the_operator_reconciles_its_revision_only() {
             },
         },
     });
-    create_doc(&client, &operator).await;
-    create_doc(&client, &iop("istio-control-plane-1-9-7", "1-9-7", "istio-ingressgateway-1-9-7")).await;
-    create_doc(&client, &iop("istio-control-plane-1-10-6", "1-10-6", "istio-ingressgateway-1-10-6")).await;
+    create_object(&client, &operator, "default").await;
+    create_object(&client, &iop("istio-control-plane-1-9-7", "1-9-7", "istio-ingressgateway-1-9-7"), "default").await;
+    create_object(&client, &iop("istio-control-plane-1-10-6", "1-10-6", "istio-ingressgateway-1-10-6"), "default")
+        .await;
 
     let system: Api<Deployment> = Api::namespaced(client.clone(), "istio-system");
     eventually("the operator Ready", Duration::from_secs(60), || {
