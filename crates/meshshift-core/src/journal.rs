@@ -211,6 +211,7 @@ mod tests {
             from_version: "1.9.7".into(),
             to_revision: "1-10-6".into(),
             to_version: "1.10.6".into(),
+            control_plane_namespace: "istio-system".into(),
             hops: vec![],
             steps: (0..n)
                 .map(|i| Step {

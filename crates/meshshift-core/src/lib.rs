@@ -7,7 +7,10 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod drift;
+pub mod fields;
 pub mod finding;
+pub mod green;
 pub mod journal;
 pub mod lock;
 pub mod model;

@@ -139,4 +139,26 @@ impl JournalStore {
         stored.resource_version = saved.metadata.resource_version.unwrap_or_default();
         Ok(())
     }
+
+    /// Moves a finished run's journal aside (to `meshshift-journal-<resourceVersion>`) so a new run can
+    /// start; returns the archived name. The record of what was done is kept, not deleted.
+    pub async fn archive(&self, stored: &Stored) -> Result<String, JournalStoreError> {
+        let name = format!("{JOURNAL_NAME}-{}", stored.resource_version);
+        let mut copy = self.config_map(&stored.plan, &stored.journal, None)?;
+        copy.metadata.name = Some(name.clone());
+        match self.api.create(&PostParams::default(), &copy).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 409 => {}
+            Err(e) => return Err(self.api_err(e)),
+        }
+        let guard = kube::api::DeleteParams {
+            preconditions: Some(kube::api::Preconditions {
+                resource_version: Some(stored.resource_version.clone()),
+                uid: None,
+            }),
+            ..Default::default()
+        };
+        self.api.delete(JOURNAL_NAME, &guard).await.map_err(|e| self.api_err(e))?;
+        Ok(name)
+    }
 }

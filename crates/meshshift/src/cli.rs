@@ -77,6 +77,14 @@ pub enum Command {
     Status(StatusArgs),
     /// Compute the blue/green upgrade plan to a version (reads the cluster, changes nothing).
     Plan(PlanArgs),
+    /// Execute an upgrade plan step by step: journaled, gated, resumable, reversible.
+    Apply(ApplyArgs),
+    /// Continue an interrupted apply (or rollback) from its journal.
+    Resume(ContinueArgs),
+    /// Undo an apply's completed steps in reverse order, restoring every prior value.
+    Rollback(ContinueArgs),
+    /// Send HTTP requests at a constant rate (open loop) and record every one (loopback and lab addresses only).
+    Probe(ProbeArgs),
     /// The lab: a real Kubernetes control plane on this machine.
     #[command(subcommand)]
     Lab(LabCommand),
@@ -110,15 +118,9 @@ pub enum Strategy {
     WidenNarrow,
 }
 
-/// `meshshift plan`.
-#[derive(Debug, Args)]
-pub struct PlanArgs {
-    /// The cluster.
-    #[command(flatten)]
-    pub cluster: ClusterArgs,
-    /// Target Istio version, e.g. 1.10.6.
-    #[arg(long, value_name = "VERSION")]
-    pub to: String,
+/// What to plan, beyond the target version (shared by `plan` and `apply`).
+#[derive(Debug, Clone, Args)]
+pub struct PlanOptions {
     /// Target revision name (default: from the version, e.g. 1-10-6).
     #[arg(long)]
     pub revision: Option<String>,
@@ -140,9 +142,110 @@ pub struct PlanArgs {
     /// Seconds blue keeps serving after the switch before it is scaled down.
     #[arg(long, default_value_t = 30)]
     pub soak_seconds: u64,
+}
+
+/// `meshshift plan`.
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// The cluster.
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    /// Target Istio version, e.g. 1.10.6.
+    #[arg(long, value_name = "VERSION")]
+    pub to: String,
+    /// What to plan.
+    #[command(flatten)]
+    pub options: PlanOptions,
     /// Output format.
     #[arg(short, long, value_enum, default_value_t = OutputFormat::Table)]
     pub output: OutputFormat,
+}
+
+/// How a run behaves (`apply`, `resume`, `rollback`).
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// Namespace of meshshift's journal and run lock.
+    #[arg(long, default_value = "meshshift", value_name = "NAMESPACE")]
+    pub state_namespace: String,
+    /// Workloads restarted at once within a namespace.
+    #[arg(long, default_value_t = 2)]
+    pub parallelism: usize,
+    /// Longest wait for any one rollout, in seconds.
+    #[arg(long, default_value_t = 300, value_name = "SECONDS")]
+    pub rollout_timeout: u64,
+    /// widen-narrow: seconds both colours stay selected before narrowing to green.
+    #[arg(long, default_value_t = 10, value_name = "SECONDS")]
+    pub health_check_wait: u64,
+}
+
+/// `meshshift apply`.
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// The cluster.
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    /// Target Istio version, e.g. 1.10.6 (or give a saved plan with --plan).
+    #[arg(long, value_name = "VERSION", required_unless_present = "plan", conflicts_with = "plan")]
+    pub to: Option<String>,
+    /// A plan saved with `meshshift plan -o json|yaml`; refused when the cluster drifted from it.
+    #[arg(long, value_name = "FILE")]
+    pub plan: Option<PathBuf>,
+    /// What to plan (with --to).
+    #[command(flatten)]
+    pub options: PlanOptions,
+    /// How the run behaves.
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// Check everything (plan, drift, lock, journal) and print the plan, but change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// `meshshift resume` and `meshshift rollback`.
+#[derive(Debug, Args)]
+pub struct ContinueArgs {
+    /// The cluster.
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    /// How the run behaves.
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+/// `meshshift probe`.
+#[derive(Debug, Args)]
+pub struct ProbeArgs {
+    /// URLs to request, round-robin (http:// on 127.0.0.0/8, ::1, localhost or the lab's 10.0.0.0/8).
+    #[arg(required = true, value_name = "URL")]
+    pub urls: Vec<String>,
+    /// Requests per second, over all URLs together.
+    #[arg(long, value_name = "PER_SECOND")]
+    pub rate: f64,
+    /// How long to send for, e.g. 30s, 500ms, 2m (Ctrl-C stops early and still reports).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub duration: std::time::Duration,
+    /// Connections per host; requests beyond them queue, and their latency shows it.
+    #[arg(long, default_value_t = 10)]
+    pub connections: usize,
+    /// Extra request header NAME:VALUE (repeatable; `Host:` replaces the URL's host).
+    #[arg(long = "header", value_name = "NAME:VALUE")]
+    pub headers: Vec<String>,
+    /// Per-request timeout, from the moment a connection takes the request.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "5s")]
+    pub timeout: std::time::Duration,
+    /// After the last request is due, how long unfinished requests may still take (then: failed, aborted).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "10s")]
+    pub drain: std::time::Duration,
+    /// Write one JSON line per request to this file.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// Summary format (json and yaml include the 100 ms buckets).
+    #[arg(short, long, value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
+}
+
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    meshshift_probe::parse_duration(s).map_err(|e| e.to_string())
 }
 
 /// `meshshift lab ...`.

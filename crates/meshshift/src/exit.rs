@@ -22,6 +22,10 @@ pub enum Code {
     Findings = 6,
     /// No plan can be made for the request (the message says why).
     PlanRefused = 7,
+    /// A step's precondition or gate failed; the journal says where (resume or roll back).
+    RunFailed = 8,
+    /// Another run holds the lock or left an unfinished journal (or there is no run to continue).
+    Busy = 9,
 }
 
 impl From<Code> for ExitCode {

@@ -22,6 +22,7 @@ fn plan() -> Plan {
         from_version: "1.9.7".into(),
         to_revision: "1-10-6".into(),
         to_version: "1.10.6".into(),
+        control_plane_namespace: "istio-system".into(),
         hops: vec![],
         steps: vec![Step {
             id: "01-migrate-namespace-bookinfo".into(),

@@ -99,6 +99,8 @@ pub enum Action {
         namespace: String,
         /// Green Deployment and Service name.
         name: String,
+        /// The blue Deployment green is cloned from (same namespace).
+        blue: String,
     },
     /// Patch the LoadBalancer's selector.
     SwitchLoadBalancer {
@@ -175,6 +177,8 @@ pub struct Plan {
     pub to_revision: String,
     /// Target version.
     pub to_version: String,
+    /// The control plane's namespace.
+    pub control_plane_namespace: String,
     /// The version hops Istio's rules give (one, unless skipping was allowed).
     pub hops: Vec<Hop>,
     /// The steps, in order.
@@ -237,7 +241,10 @@ pub enum PlanError {
 pub fn plan(snapshot: &crate::model::ClusterSnapshot, request: &PlanRequest) -> Result<Plan, PlanError> {
     let subject = find_subject(snapshot, request)?;
     let hops = upgrade_path(&subject.from_version, &request.to, UpgradeMode::Revision, request.allow_skip)?;
-    if hops.is_empty() {
+    // Same version is only an upgrade when it moves a non-revisioned install onto a revision (Istio's
+    // "Migrating to revisions").
+    let migrating = subject.from_revision == "default" && !subject.to_revision.is_default();
+    if hops.is_empty() && !migrating {
         return Err(PlanError::AlreadyThere(subject.from_revision.clone(), subject.from_version.to_string()));
     }
     if hops.len() > 1 {
@@ -249,6 +256,7 @@ pub fn plan(snapshot: &crate::model::ClusterSnapshot, request: &PlanRequest) -> 
         from_version: subject.from_version.to_string(),
         to_revision: subject.to_revision.to_string(),
         to_version: request.to.to_string(),
+        control_plane_namespace: subject.control_plane_namespace.clone(),
         hops,
         steps,
         assumptions,

@@ -84,7 +84,11 @@ pub fn build(snapshot: &ClusterSnapshot, s: &Subject, request: &PlanRequest) -> 
             let green = green_name(&blue.name, from, to);
             push(
                 format!("deploy-gateway-{green}"),
-                Action::DeployGateway { namespace: blue.namespace.clone(), name: green.clone() },
+                Action::DeployGateway {
+                    namespace: blue.namespace.clone(),
+                    name: green.clone(),
+                    blue: blue.name.clone(),
+                },
                 vec![
                     created(format!("Deployment/{}/{green}", blue.namespace)),
                     created(format!("Service/{}/{green}", blue.namespace)),

@@ -1,7 +1,10 @@
 //! One module per command; each turns parsed arguments into calls on the library crates.
 
+pub mod apply;
 pub mod lab;
 pub mod plan;
+pub mod probe;
+pub mod progress;
 pub mod status;
 
 use std::process::ExitCode;
@@ -25,6 +28,10 @@ pub async fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Status(args) => status::run(args).await.into(),
         Command::Plan(args) => plan::run(args).await.into(),
+        Command::Apply(args) => apply::apply(args).await.into(),
+        Command::Resume(args) => apply::resume(args).await.into(),
+        Command::Rollback(args) => apply::rollback(args).await.into(),
+        Command::Probe(args) => probe::run(args).await.into(),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "meshshift", &mut std::io::stdout());
             Code::Ok.into()

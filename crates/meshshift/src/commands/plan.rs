@@ -3,12 +3,13 @@
 use meshshift_core::plan::{Plan, PlanRequest, SwitchStrategy, plan};
 use meshshift_core::version::{IstioVersion, Revision};
 
-use crate::cli::{PlanArgs, Strategy};
+use crate::cli::{PlanArgs, PlanOptions, Strategy};
 use crate::exit::Code;
 use crate::output;
 
-fn request(args: &PlanArgs) -> Result<PlanRequest, String> {
-    let to: IstioVersion = args.to.parse().map_err(|e| format!("--to: {e}"))?;
+/// The planner's request from the command line.
+pub fn request(to: &str, args: &PlanOptions) -> Result<PlanRequest, String> {
+    let to: IstioVersion = to.parse().map_err(|e| format!("--to: {e}"))?;
     let mut req = PlanRequest::new(to);
     req.revision = args.revision.as_deref().map(Revision::parse).transpose().map_err(|e| format!("--revision: {e}"))?;
     req.from.clone_from(&args.from);
@@ -26,7 +27,7 @@ fn request(args: &PlanArgs) -> Result<PlanRequest, String> {
 /// Runs the command.
 pub async fn run(args: PlanArgs) -> Code {
     // Bad input is refused before anything talks to the cluster.
-    let req = match request(&args) {
+    let req = match request(&args.to, &args.options) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: {e}");

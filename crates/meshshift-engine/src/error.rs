@@ -1,0 +1,114 @@
+//! Why a run stopped.
+
+use meshshift_core::drift::Drift;
+use meshshift_core::fields::ObjectRef;
+use meshshift_core::journal::JournalError;
+use meshshift_kube::journal_store::JournalStoreError;
+use meshshift_kube::lock::LockError;
+use meshshift_kube::rollout::RolloutError;
+
+/// Why a run stopped. Each says what to do next.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The cluster moved away from what the saved plan assumed.
+    #[error("the cluster changed since the plan was made; re-plan:\n  {}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n  "))]
+    Drift(Vec<Drift>),
+    /// Someone else changed a field meshshift manages; it is left as they set it.
+    #[error(
+        "{object} {field} was changed by someone else (expected {}, found {}); meshshift does not overwrite it: check who changed it, then resume or roll back",
+        expected.as_deref().unwrap_or("<absent>"), found.as_deref().unwrap_or("<absent>")
+    )]
+    ConcurrentEdit {
+        /// The object.
+        object: String,
+        /// The field.
+        field: String,
+        /// What meshshift expected.
+        expected: Option<String>,
+        /// What it found.
+        found: Option<String>,
+    },
+    /// A step's precondition does not hold; nothing was changed by this step.
+    #[error("step {step}: {detail}")]
+    Precondition {
+        /// Step id.
+        step: String,
+        /// What does not hold.
+        detail: String,
+    },
+    /// A gate failed after the step's writes: resume retries it, rollback undoes the step.
+    #[error(
+        "step {step}: gate failed: {detail}; run `meshshift rollback` to undo, or fix the cause and `meshshift resume`"
+    )]
+    Gate {
+        /// Step id.
+        step: String,
+        /// What failed.
+        detail: String,
+    },
+    /// A run already left a journal.
+    #[error(
+        "a run is in progress ({detail}); continue it with `meshshift resume` or undo it with `meshshift rollback`"
+    )]
+    RunInProgress {
+        /// Where it stands.
+        detail: String,
+    },
+    /// No journal to resume or roll back.
+    #[error("no upgrade run was found in namespace {0} (nothing to resume or roll back)")]
+    NoRun(String),
+    /// Interrupted (Ctrl-C); the journal says where it stopped.
+    #[error("interrupted; `meshshift resume` continues from the last recorded step, `meshshift rollback` undoes it")]
+    Interrupted,
+    /// The run lock was lost (another run took it over after this one stalled).
+    #[error("lost the run lock: {0}")]
+    LockLost(String),
+    /// A kind meshshift does not handle.
+    #[error("{0}: meshshift does not handle this kind")]
+    UnsupportedKind(String),
+    /// An object that must exist does not.
+    #[error("{0} does not exist")]
+    Missing(String),
+    /// Malformed data (a journal value, a field).
+    #[error("invalid data: {0}")]
+    Invalid(String),
+    /// A guarded write kept racing other writers.
+    #[error("{0} kept changing under every write; retry later")]
+    Contended(String),
+    /// Something did not happen in time.
+    #[error("timed out: {0}")]
+    Timeout(String),
+    /// The API failed.
+    #[error("{object}: {source}")]
+    Api {
+        /// The object.
+        object: String,
+        /// The error.
+        #[source]
+        source: kube::Error,
+    },
+    /// The journal store.
+    #[error(transparent)]
+    Journal(#[from] JournalStoreError),
+    /// The journal state machine refused a transition (a bug, or a journal edited by hand).
+    #[error(transparent)]
+    JournalState(#[from] JournalError),
+    /// The run lock.
+    #[error(transparent)]
+    Lock(#[from] LockError),
+    /// A rollout.
+    #[error(transparent)]
+    Rollout(#[from] RolloutError),
+}
+
+impl EngineError {
+    /// An API error about `object`.
+    pub fn api(object: &ObjectRef, source: kube::Error) -> Self {
+        Self::Api { object: object.to_string(), source }
+    }
+
+    /// An API error about something named in words.
+    pub fn api_about(what: impl Into<String>, source: kube::Error) -> Self {
+        Self::Api { object: what.into(), source }
+    }
+}

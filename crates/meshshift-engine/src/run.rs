@@ -1,0 +1,258 @@
+//! The run loop: the journal state machine (`meshshift_core::journal`) decides, this module does what it
+//! says and records each event in the cluster before moving on. A crash anywhere leaves a journal from
+//! which `resume` continues (a started step is applied again, idempotently) and `rollback` undoes.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use k8s_openapi::api::core::v1::Namespace;
+use kube::Client;
+use kube::api::{Api, PostParams};
+use meshshift_core::journal::{Direction, Event, Journal, Next, StepState};
+use meshshift_core::plan::Plan;
+use meshshift_kube::journal_store::{JournalStore, Stored};
+use meshshift_kube::lock::RunLock;
+use serde_json::json;
+
+use crate::context::{Ctx, Observer, Options, Phase};
+use crate::error::EngineError;
+use crate::steps;
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Every step done.
+    Finished,
+    /// Every touched step undone.
+    RolledBack,
+}
+
+/// A run holding the lock and the journal.
+pub struct Run {
+    ctx: Ctx,
+    store: JournalStore,
+    stored: Stored,
+    lock: Arc<RunLock>,
+    lost: Arc<AtomicBool>,
+    renewer: tokio::task::JoinHandle<()>,
+}
+
+async fn ensure_namespace(client: &Client, name: &str) -> Result<(), EngineError> {
+    let api: Api<Namespace> = Api::all(client.clone());
+    let ns: Namespace = serde_json::from_value(
+        json!({"metadata": {"name": name, "labels": {"app.kubernetes.io/managed-by": "meshshift"}}}),
+    )
+    .map_err(|e| EngineError::Invalid(e.to_string()))?;
+    match api.create(&PostParams::default(), &ns).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
+        Err(e) => Err(EngineError::api_about(format!("Namespace/{name}"), e)),
+    }
+}
+
+/// Where a journal stands, in words.
+pub fn describe(stored: &Stored) -> String {
+    let done = stored.journal.steps.iter().filter(|s| s.state == StepState::Done).count();
+    let undone = stored.journal.steps.iter().filter(|s| s.state == StepState::Undone).count();
+    let current = match stored.journal.next() {
+        Next::Start(i) | Next::Apply(i) | Next::Verify(i) | Next::Undo(i) => stored.journal.steps[i].id.clone(),
+        Next::Finished => "finished".into(),
+        Next::RolledBack => "rolled back".into(),
+    };
+    format!(
+        "{} -> {} ({:?}; {done} of {} steps done, {undone} undone; at {current})",
+        stored.plan.from_revision,
+        stored.plan.to_revision,
+        stored.journal.direction,
+        stored.journal.steps.len()
+    )
+}
+
+/// Whether a journal's run is over (nothing left to do in its direction).
+pub fn is_over(journal: &Journal) -> bool {
+    matches!(journal.next(), Next::Finished | Next::RolledBack)
+}
+
+async fn lock(
+    client: &Client,
+    options: &Options,
+) -> Result<(Arc<RunLock>, Arc<AtomicBool>, tokio::task::JoinHandle<()>), EngineError> {
+    ensure_namespace(client, &options.namespace).await?;
+    let lock = Arc::new(RunLock::acquire(client, &options.namespace, &options.holder, options.lock_duration).await?);
+    let lost = Arc::new(AtomicBool::new(false));
+    let (l, flag, every) = (lock.clone(), lost.clone(), options.lock_duration / 3);
+    // Renewal runs beside the steps, so a long wait (a soak, a rollout) never lets the lease lapse.
+    let renewer = tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(every).await;
+            if let Err(e) = l.renew().await {
+                tracing::error!("renewing the run lock failed: {e}");
+                flag.store(true, Ordering::SeqCst);
+                return;
+            }
+        }
+    });
+    Ok((lock, lost, renewer))
+}
+
+impl Run {
+    /// Starts a new run of `plan`: takes the lock, refuses when an unfinished run exists, archives a
+    /// finished one, and journals the plan.
+    pub async fn start(
+        client: Client,
+        plan: Plan,
+        options: Options,
+        observer: Arc<dyn Observer>,
+    ) -> Result<Run, EngineError> {
+        let (lock, lost, renewer) = lock(&client, &options).await?;
+        let store = JournalStore::new(&client, &options.namespace);
+        let outcome = async {
+            if let Some(existing) = store.load().await? {
+                if !is_over(&existing.journal) {
+                    return Err(EngineError::RunInProgress { detail: describe(&existing) });
+                }
+                let archived = store.archive(&existing).await?;
+                tracing::info!("archived the previous run's journal as {archived}");
+            }
+            Ok(store.create(&plan, &Journal::new(&plan)).await?)
+        }
+        .await;
+        let stored = match outcome {
+            Ok(s) => s,
+            Err(e) => {
+                renewer.abort();
+                if let Ok(l) = Arc::try_unwrap(lock) {
+                    l.release().await.ok();
+                }
+                return Err(e);
+            }
+        };
+        Ok(Run { ctx: Ctx::new(client, plan, options, observer), store, stored, lock, lost, renewer })
+    }
+
+    /// Opens the run a journal records (for resume and rollback).
+    pub async fn open(client: Client, options: Options, observer: Arc<dyn Observer>) -> Result<Run, EngineError> {
+        let (lock, lost, renewer) = lock(&client, &options).await?;
+        let store = JournalStore::new(&client, &options.namespace);
+        let stored = match store.load().await {
+            Ok(Some(s)) => s,
+            other => {
+                renewer.abort();
+                if let Ok(l) = Arc::try_unwrap(lock) {
+                    l.release().await.ok();
+                }
+                return Err(match other {
+                    Err(e) => e.into(),
+                    _ => EngineError::NoRun(options.namespace.clone()),
+                });
+            }
+        };
+        let plan = stored.plan.clone();
+        Ok(Run { ctx: Ctx::new(client, plan, options, observer), store, stored, lock, lost, renewer })
+    }
+
+    /// The plan.
+    pub fn plan(&self) -> &Plan {
+        &self.ctx.plan
+    }
+
+    /// The journal as last saved.
+    pub fn journal(&self) -> &Journal {
+        &self.stored.journal
+    }
+
+    /// Which way the journal runs.
+    pub fn direction(&self) -> Direction {
+        self.stored.journal.direction
+    }
+
+    async fn record(&mut self, id: &str, event: Event) -> Result<(), EngineError> {
+        if self.lost.load(Ordering::SeqCst) {
+            return Err(EngineError::LockLost("the lease could not be renewed; another run may hold it".into()));
+        }
+        self.stored.journal.record(id, event)?;
+        self.store.save(&mut self.stored).await?;
+        Ok(())
+    }
+
+    fn with_step(e: EngineError, id: &str) -> EngineError {
+        match e {
+            EngineError::Precondition { step, detail } if step.is_empty() => {
+                EngineError::Precondition { step: id.to_owned(), detail }
+            }
+            EngineError::Gate { step, detail } if step.is_empty() => EngineError::Gate { step: id.to_owned(), detail },
+            other => other,
+        }
+    }
+
+    /// Runs forward to the end (or continues a forward run).
+    pub async fn forward(&mut self) -> Result<Outcome, EngineError> {
+        if self.stored.journal.direction != Direction::Forward {
+            return self.rollback().await;
+        }
+        loop {
+            let next = self.stored.journal.next();
+            let (i, phase) = match next {
+                Next::Start(i) => (i, Phase::Starting),
+                Next::Apply(i) => (i, Phase::Applying),
+                Next::Verify(i) => (i, Phase::Verifying),
+                Next::Finished => return Ok(Outcome::Finished),
+                Next::Undo(_) | Next::RolledBack => return self.rollback().await,
+            };
+            let step = self.ctx.plan.steps[i].clone();
+            self.ctx.observer.step(i, &step, phase);
+            let ctx = self.ctx.clone();
+            match next {
+                Next::Start(_) => {
+                    let prior = steps::prior(&ctx, &step).await.map_err(|e| Self::with_step(e, &step.id))?;
+                    self.record(&step.id, Event::Started(prior)).await?;
+                }
+                Next::Apply(_) => {
+                    let prior = self.stored.journal.steps[i].prior.clone();
+                    steps::apply(&ctx, &step, &prior).await.map_err(|e| Self::with_step(e, &step.id))?;
+                    self.record(&step.id, Event::Applied).await?;
+                }
+                _ => {
+                    let prior = self.stored.journal.steps[i].prior.clone();
+                    steps::verify(&ctx, &step, &prior).await.map_err(|e| Self::with_step(e, &step.id))?;
+                    self.record(&step.id, Event::Verified).await?;
+                    self.ctx.observer.step(i, &step, Phase::Done);
+                }
+            }
+        }
+    }
+
+    /// Turns the run around (if not already) and undoes every touched step, last first.
+    pub async fn rollback(&mut self) -> Result<Outcome, EngineError> {
+        if self.stored.journal.direction != Direction::Rollback {
+            self.stored.journal.begin_rollback();
+            self.store.save(&mut self.stored).await?;
+        }
+        loop {
+            match self.stored.journal.next() {
+                Next::Undo(i) => {
+                    let step = self.ctx.plan.steps[i].clone();
+                    self.ctx.observer.step(i, &step, Phase::Undoing);
+                    self.record(&step.id, Event::UndoStarted).await?;
+                    let prior = self.stored.journal.steps[i].prior.clone();
+                    let ctx = self.ctx.clone();
+                    let journal = self.stored.journal.clone();
+                    steps::undo(&ctx, &step, &prior, &journal).await.map_err(|e| Self::with_step(e, &step.id))?;
+                    self.record(&step.id, Event::Undone).await?;
+                    self.ctx.observer.step(i, &step, Phase::Undone);
+                }
+                _ => return Ok(Outcome::RolledBack),
+            }
+        }
+    }
+
+    /// Releases the lock.
+    pub async fn finish(self) -> Result<(), EngineError> {
+        self.renewer.abort();
+        let _ = self.renewer.await;
+        match Arc::try_unwrap(self.lock) {
+            Ok(l) => Ok(l.release().await?),
+            Err(_) => Ok(()),
+        }
+    }
+}

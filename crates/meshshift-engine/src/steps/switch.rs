@@ -1,0 +1,136 @@
+//! Switch the user-owned LoadBalancer from blue to green: only `spec.selector` changes, in one write
+//! guarded by resourceVersion; then wait until its Endpoints list only green. `widen-narrow` first selects
+//! both colours (drop the colour key), waits for the load balancer's health checks, then narrows to green.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use meshshift_core::fields::{Field, ObjectRef};
+use meshshift_core::plan::{Change, Step, SwitchStrategy};
+
+use crate::context::Ctx;
+use crate::error::EngineError;
+use crate::gates::endpoints::wait_only;
+use crate::objects::FieldChange;
+
+/// How long Endpoints may take to follow a selector change.
+const ENDPOINTS_TIMEOUT: Duration = Duration::from_secs(60);
+
+type Selector = BTreeMap<String, String>;
+
+fn selector_of(json: Option<&String>) -> Result<Selector, EngineError> {
+    match json {
+        Some(s) => serde_json::from_str(s).map_err(|e| EngineError::Invalid(format!("journaled selector: {e}"))),
+        None => Ok(Selector::new()),
+    }
+}
+
+fn encode(s: &Selector) -> Option<String> {
+    serde_json::to_string(s).ok()
+}
+
+/// The selector's prior value, green's, and both colours' (the colour key dropped).
+struct Selectors {
+    service: ObjectRef,
+    blue: Selector,
+    green: Selector,
+    both: Selector,
+}
+
+fn selectors(prior: &[Change]) -> Result<Selectors, EngineError> {
+    let c = prior.first().ok_or_else(|| EngineError::Invalid("switch step without a journaled selector".into()))?;
+    let service: ObjectRef =
+        c.object.parse().map_err(|e: meshshift_core::fields::FieldError| EngineError::Invalid(e.to_string()))?;
+    let blue = selector_of(c.before.as_ref())?;
+    let green = selector_of(c.after.as_ref())?;
+    let both = blue.iter().filter(|(k, v)| green.get(*k) == Some(*v)).map(|(k, v)| (k.clone(), v.clone())).collect();
+    Ok(Selectors { service, blue, green, both })
+}
+
+pub async fn prior(
+    ctx: &Ctx,
+    step: &Step,
+    service: &str,
+    _strategy: SwitchStrategy,
+) -> Result<Vec<Change>, EngineError> {
+    let r: ObjectRef =
+        service.parse().map_err(|e: meshshift_core::fields::FieldError| EngineError::Invalid(e.to_string()))?;
+    let svc = ctx.objects.get(&r).await?.ok_or_else(|| EngineError::Missing(r.to_string()))?;
+    let current: Selector = serde_json::from_value(svc["spec"]["selector"].clone()).unwrap_or_default();
+    // The plan names the colour key and its planned values: `spec.selector.<key>`.
+    let planned = step
+        .changes
+        .iter()
+        .find(|c| c.field.starts_with("spec.selector.") && c.after.is_some())
+        .ok_or_else(|| EngineError::Invalid(format!("step {} names no selector key", step.id)))?;
+    let key = planned.field.trim_start_matches("spec.selector.").to_owned();
+    let before_key = step.changes.first().and_then(|c| c.before.clone());
+    if current.get(&key) != before_key.as_ref() {
+        return Err(EngineError::ConcurrentEdit {
+            object: r.to_string(),
+            field: planned.field.clone(),
+            expected: before_key,
+            found: current.get(&key).cloned(),
+        });
+    }
+    let mut green = current.clone();
+    green.insert(key, ctx.plan.to_revision.clone());
+    Ok(vec![Change {
+        object: r.to_string(),
+        field: "spec.selector".into(),
+        before: encode(&current),
+        after: encode(&green),
+    }])
+}
+
+async fn set(ctx: &Ctx, r: &ObjectRef, from: &Selector, to: &Selector) -> Result<(), EngineError> {
+    ctx.objects
+        .set_fields(r, &[FieldChange { field: Field::Selector, expected: encode(from), target: encode(to) }])
+        .await
+}
+
+async fn current(ctx: &Ctx, r: &ObjectRef) -> Result<Selector, EngineError> {
+    let svc = ctx.objects.get(r).await?.ok_or_else(|| EngineError::Missing(r.to_string()))?;
+    Ok(serde_json::from_value(svc["spec"]["selector"].clone()).unwrap_or_default())
+}
+
+fn namespace(r: &ObjectRef) -> &str {
+    r.namespace.as_deref().unwrap_or_default()
+}
+
+pub async fn apply(ctx: &Ctx, strategy: SwitchStrategy, prior: &[Change]) -> Result<(), EngineError> {
+    let s = selectors(prior)?;
+    let now = current(ctx, &s.service).await?;
+    if strategy == SwitchStrategy::WidenNarrow && now != s.green {
+        if now != s.both {
+            ctx.detail(format!("widening {} to both colours", s.service));
+            set(ctx, &s.service, &s.blue, &s.both).await?;
+        }
+        wait_only(ctx, namespace(&s.service), &s.service.name, &s.both, ENDPOINTS_TIMEOUT).await?;
+        ctx.detail(format!(
+            "waiting {} s for the load balancer's health checks",
+            ctx.options.health_check_wait.as_secs()
+        ));
+        tokio::time::sleep(ctx.options.health_check_wait).await;
+        ctx.detail(format!("narrowing {} to green", s.service));
+        set(ctx, &s.service, &s.both, &s.green).await?;
+    } else {
+        ctx.detail(format!("switching {} to green", s.service));
+        set(ctx, &s.service, &s.blue, &s.green).await?;
+    }
+    wait_only(ctx, namespace(&s.service), &s.service.name, &s.green, ENDPOINTS_TIMEOUT).await
+}
+
+pub async fn verify(ctx: &Ctx, prior: &[Change]) -> Result<(), EngineError> {
+    let s = selectors(prior)?;
+    wait_only(ctx, namespace(&s.service), &s.service.name, &s.green, ENDPOINTS_TIMEOUT).await
+}
+
+pub async fn undo(ctx: &Ctx, prior: &[Change]) -> Result<(), EngineError> {
+    let s = selectors(prior)?;
+    let now = current(ctx, &s.service).await?;
+    let from = if now == s.both { &s.both } else { &s.green };
+    ctx.detail(format!("switching {} back to blue", s.service));
+    set(ctx, &s.service, from, &s.blue).await?;
+    wait_only(ctx, namespace(&s.service), &s.service.name, &s.blue, ENDPOINTS_TIMEOUT).await
+}
