@@ -25,6 +25,8 @@ pub enum Outcome {
     Finished,
     /// Every touched step undone.
     RolledBack,
+    /// Stopped after the step asked for (`--until`); `resume` continues.
+    Paused,
 }
 
 /// A run holding the lock and the journal.
@@ -185,8 +187,16 @@ impl Run {
         }
     }
 
-    /// Runs forward to the end (or continues a forward run).
-    pub async fn forward(&mut self) -> Result<Outcome, EngineError> {
+    /// Runs forward to the end (or continues a forward run); with `until`, stops once that step is done.
+    pub async fn forward(&mut self, until: Option<&str>) -> Result<Outcome, EngineError> {
+        if let Some(id) = until
+            && !self.ctx.plan.steps.iter().any(|s| s.id == id)
+        {
+            return Err(EngineError::Invalid(format!(
+                "--until {id}: no such step in the plan (steps: {})",
+                self.ctx.plan.steps.iter().map(|s| s.id.as_str()).collect::<Vec<_>>().join(", ")
+            )));
+        }
         if self.stored.journal.direction != Direction::Forward {
             return self.rollback().await;
         }
@@ -217,6 +227,9 @@ impl Run {
                     steps::verify(&ctx, &step, &prior).await.map_err(|e| Self::with_step(e, &step.id))?;
                     self.record(&step.id, Event::Verified).await?;
                     self.ctx.observer.step(i, &step, Phase::Done);
+                    if until == Some(step.id.as_str()) && i + 1 < self.ctx.plan.steps.len() {
+                        return Ok(Outcome::Paused);
+                    }
                 }
             }
         }

@@ -176,6 +176,10 @@ pub struct RunArgs {
     /// widen-narrow: seconds both colours stay selected before narrowing to green.
     #[arg(long, default_value_t = 10, value_name = "SECONDS")]
     pub health_check_wait: u64,
+    /// Stop once this step (an id from the plan, e.g. 03-switch-load-balancer) is done; `resume`
+    /// continues from there.
+    #[arg(long, value_name = "STEP")]
+    pub until: Option<String>,
 }
 
 /// `meshshift apply`.

@@ -52,9 +52,9 @@ fn read_plan(path: &std::path::Path) -> Result<Plan, String> {
 }
 
 /// Drives a run to its end with a live view; Ctrl-C stops it, leaving the journal to resume from.
-async fn drive(mut run: Run, rollback: bool) -> Code {
+async fn drive(mut run: Run, rollback: bool, until: Option<&str>) -> Code {
     let outcome = tokio::select! {
-        r = async { if rollback { run.rollback().await } else { run.forward().await } } => r,
+        r = async { if rollback { run.rollback().await } else { run.forward(until).await } } => r,
         _ = tokio::signal::ctrl_c() => Err(EngineError::Interrupted),
     };
     let released = run.finish().await;
@@ -64,6 +64,10 @@ async fn drive(mut run: Run, rollback: bool) -> Code {
             if let Err(e) = released {
                 eprintln!("warning: {e}");
             }
+            Code::Ok
+        }
+        Ok(Outcome::Paused) => {
+            eprintln!("paused after {}: `meshshift resume` continues, `meshshift rollback` undoes", until.unwrap_or_default());
             Code::Ok
         }
         Ok(Outcome::RolledBack) => {
@@ -95,6 +99,19 @@ pub async fn apply(args: ApplyArgs) -> Code {
         Ok(c) => c,
         Err(code) => return code,
     };
+    // An unfinished run comes first: planning against a half-upgraded cluster would only confuse.
+    match JournalStore::new(&client, &args.run.state_namespace).load().await {
+        Ok(Some(s)) if !is_over(&s.journal) => {
+            let e = EngineError::RunInProgress { detail: describe(&s) };
+            eprintln!("error: {e}");
+            return code_of(&e);
+        }
+        Ok(_) => {}
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Code::Cluster;
+        }
+    }
     let plan = match saved {
         Some(p) => {
             match meshshift_engine::drift::drift(&meshshift_engine::objects::Objects::new(client.clone()), &p).await {
@@ -136,18 +153,6 @@ pub async fn apply(args: ApplyArgs) -> Code {
         }
     };
     if args.dry_run {
-        let store = JournalStore::new(&client, &args.run.state_namespace);
-        match store.load().await {
-            Ok(Some(s)) if !is_over(&s.journal) => {
-                eprintln!("error: {}", EngineError::RunInProgress { detail: describe(&s) });
-                return Code::Busy;
-            }
-            Ok(_) => {}
-            Err(e) => {
-                eprintln!("error: {e}");
-                return Code::Cluster;
-            }
-        }
         print!("{}", super::plan::render_table(&plan));
         eprintln!("dry run: the plan is valid against the cluster; nothing was changed");
         return Code::Ok;
@@ -161,7 +166,7 @@ pub async fn apply(args: ApplyArgs) -> Code {
             return code_of(&e);
         }
     };
-    let code = drive(run, false).await;
+    let code = drive(run, false, args.run.until.as_deref()).await;
     progress.finish();
     code
 }
@@ -182,7 +187,7 @@ async fn continue_run(args: ContinueArgs, rollback: bool) -> Code {
     };
     eprintln!("{} run: {}", if rollback { "rolling back the" } else { "resuming the" }, describe_run(&run));
     progress.set_len(run.plan().steps.len());
-    let code = drive(run, rollback).await;
+    let code = drive(run, rollback, args.run.until.as_deref()).await;
     progress.finish();
     code
 }

@@ -4,6 +4,7 @@
 
 pub mod kubelet;
 pub mod mesh;
+pub mod view;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -44,9 +45,15 @@ pub struct Run {
 
 /// Runs the real `meshshift` binary with `args`.
 pub fn meshshift(args: &[&str]) -> Run {
+    meshshift_with_env(args, &[])
+}
+
+/// Runs the real `meshshift` binary with `args` and extra environment variables.
+pub fn meshshift_with_env(args: &[&str], env: &[(&str, &str)]) -> Run {
     let out = Command::new(env!("CARGO_BIN_EXE_meshshift"))
         .args(args)
         .env_remove("KUBECONFIG")
+        .envs(env.iter().copied())
         .output()
         .expect("run meshshift");
     Run {
