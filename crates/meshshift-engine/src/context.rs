@@ -26,6 +26,10 @@ pub struct Options {
     pub health_check_wait: Duration,
     /// The run lock's lease duration (renewed at a third of it).
     pub lock_duration: Duration,
+    /// The kubeconfig meshshift uses, passed on to helm and istioctl.
+    pub kubeconfig: Option<std::path::PathBuf>,
+    /// The kubeconfig context, passed on likewise.
+    pub context: Option<String>,
 }
 
 impl Options {
@@ -39,6 +43,8 @@ impl Options {
             parallelism: 2,
             health_check_wait: Duration::from_secs(10),
             lock_duration: Duration::from_secs(30),
+            kubeconfig: None,
+            context: None,
         }
     }
 }

@@ -75,6 +75,14 @@ pub enum EngineError {
     /// A guarded write kept racing other writers.
     #[error("{0} kept changing under every write; retry later")]
     Contended(String),
+    /// An external installer (helm, istioctl) failed.
+    #[error("{command}: {detail}")]
+    Tool {
+        /// The command line.
+        command: String,
+        /// Its exit status and stderr.
+        detail: String,
+    },
     /// Something did not happen in time.
     #[error("timed out: {0}")]
     Timeout(String),

@@ -39,6 +39,7 @@ fn resource(kind: &str) -> Option<(ApiResource, bool)> {
         "ClusterRoleBinding" => ("rbac.authorization.k8s.io", "v1", "clusterrolebindings", false),
         "PodDisruptionBudget" => ("policy", "v1beta1", "poddisruptionbudgets", true),
         "HorizontalPodAutoscaler" => ("autoscaling", "v1", "horizontalpodautoscalers", true),
+        "IstioOperator" => ("install.istio.io", "v1alpha1", "istiooperators", true),
         _ => return None,
     };
     Some((ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural), namespaced))

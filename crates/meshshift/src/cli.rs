@@ -142,6 +142,25 @@ pub struct PlanOptions {
     /// Seconds blue keeps serving after the switch before it is scaled down.
     #[arg(long, default_value_t = 30)]
     pub soak_seconds: u64,
+    /// How the new control plane is installed.
+    #[arg(long, value_enum, default_value_t = InstallerArg::Manifests)]
+    pub installer: InstallerArg,
+    /// The istiod Helm chart for --installer helm: a repository reference or a local chart directory.
+    #[arg(long, value_name = "CHART", default_value = "istio/istiod")]
+    pub helm_chart: String,
+}
+
+/// Control-plane installers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum InstallerArg {
+    /// meshshift's rendered manifests, object by object.
+    Manifests,
+    /// `helm upgrade --install istiod-<rev> <chart> --set revision=<rev>` (helm on PATH or $MESHSHIFT_HELM).
+    Helm,
+    /// `istioctl install --revision <rev>` (istioctl on PATH or $MESHSHIFT_ISTIOCTL).
+    Istioctl,
+    /// An operator per revision and an IstioOperator resource.
+    Operator,
 }
 
 /// `meshshift plan`.

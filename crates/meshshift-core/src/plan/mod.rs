@@ -30,6 +30,21 @@ pub enum SwitchStrategy {
     WidenNarrow,
 }
 
+/// How the target control plane is installed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Installer {
+    /// meshshift's rendered manifests, each object journaled and created.
+    #[default]
+    Manifests,
+    /// `helm upgrade --install istiod-<rev> <chart> --set revision=<rev>`.
+    Helm,
+    /// `istioctl install --revision <rev>`.
+    Istioctl,
+    /// An in-cluster operator per revision and an `IstioOperator` resource (the seed's way).
+    Operator,
+}
+
 /// What the user asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PlanRequest {
@@ -49,6 +64,10 @@ pub struct PlanRequest {
     pub allow_skip: bool,
     /// Seconds blue keeps running, not draining, after the switch.
     pub soak_seconds: u64,
+    /// How the target control plane is installed.
+    pub installer: Installer,
+    /// The Helm chart (`--installer helm`): a repository reference (`istio/istiod`) or a local path.
+    pub helm_chart: Option<String>,
 }
 
 impl PlanRequest {
@@ -64,6 +83,8 @@ impl PlanRequest {
             strategy: SwitchStrategy::Switch,
             allow_skip: false,
             soak_seconds: 30,
+            installer: Installer::Manifests,
+            helm_chart: None,
         }
     }
 }
@@ -92,6 +113,12 @@ pub enum Action {
         revision: String,
         /// Target version.
         version: String,
+        /// How.
+        #[serde(default)]
+        installer: Installer,
+        /// The Helm chart, for the Helm installer.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        chart: Option<String>,
     },
     /// Deploy the green gateway beside blue.
     DeployGateway {

@@ -1,12 +1,13 @@
 //! Building the steps of a plan from its subject.
 
 use crate::model::ClusterSnapshot;
-use crate::render::{ControlPlaneSpec, control_plane, istiod_name};
+use crate::green::mesh_config_name;
+use crate::render::{ControlPlaneSpec, control_plane, istiod_name, operator};
 use crate::status::workloads::pod_workload;
 use crate::version::Revision;
 
 use super::subject::Subject;
-use super::{Action, Assumption, Change, PlanRequest, Step, SwitchStrategy};
+use super::{Action, Assumption, Change, Installer, PlanRequest, Step, SwitchStrategy};
 
 /// The label that tells gateway colours apart in the seed's layout; `istio.io/rev` otherwise.
 const COLOUR_LABEL: &str = "version";
@@ -42,6 +43,11 @@ fn green_name(blue: &str, from: &str, to: &str) -> String {
     if blue.contains(from) && from != "default" { blue.replace(from, to) } else { format!("{blue}-{to}") }
 }
 
+/// `-<rev>`, or nothing for the default revision (Istio's object-name convention).
+fn suffix(revision: &str) -> String {
+    if revision == "default" { String::new() } else { format!("-{revision}") }
+}
+
 /// Builds the steps (numbered in order) and the assumptions they rest on.
 pub fn build(snapshot: &ClusterSnapshot, s: &Subject, request: &PlanRequest) -> (Vec<Step>, Vec<Assumption>) {
     let mut steps: Vec<(String, Step)> = Vec::new();
@@ -61,10 +67,24 @@ pub fn build(snapshot: &ClusterSnapshot, s: &Subject, request: &PlanRequest) -> 
             namespace: s.control_plane_namespace.clone(),
             hub: crate::render::DEFAULT_HUB.to_owned(),
         };
+        let ns = &s.control_plane_namespace;
+        let changes = match request.installer {
+            Installer::Manifests => control_plane(&spec).iter().map(|d| created(object_of(d))).collect(),
+            Installer::Operator => {
+                operator(&request.to, &s.to_revision, ns).iter().map(|d| created(object_of(d))).collect()
+            }
+            Installer::Helm => vec![created(format!("HelmRelease/{ns}/{}", istiod_name(&s.to_revision)))],
+            Installer::Istioctl => vec![created(format!("IstioctlInstall/{ns}/{}", istiod_name(&s.to_revision)))],
+        };
         push(
             "install-control-plane".into(),
-            Action::InstallControlPlane { revision: to.to_owned(), version: request.to.to_string() },
-            control_plane(&spec).iter().map(|d| created(object_of(d))).collect(),
+            Action::InstallControlPlane {
+                revision: to.to_owned(),
+                version: request.to.to_string(),
+                installer: request.installer,
+                chart: request.helm_chart.clone().filter(|_| request.installer == Installer::Helm),
+            },
+            changes,
             vec![format!("revision {to} is not installed")],
             vec![
                 format!("istiod {} is ready", istiod_name(&s.to_revision)),
@@ -254,12 +274,28 @@ pub fn build(snapshot: &ClusterSnapshot, s: &Subject, request: &PlanRequest) -> 
                 deleted(format!("Deployment/{}/{}", r.namespace, r.deployment)),
                 deleted(format!("Service/{}/{}", r.namespace, istiod_name(&from_rev))),
             ];
+            for cm in [mesh_config_name(from), format!("{}-sidecar-injector{}", "istio", suffix(from))] {
+                if snapshot.config_maps.iter().any(|c| c.namespace == r.namespace && c.name == cm) {
+                    v.push(deleted(format!("ConfigMap/{}/{cm}", r.namespace)));
+                }
+            }
             v.extend(r.injector_webhooks.iter().map(|w| deleted(format!("MutatingWebhookConfiguration/{w}"))));
             v
         })
         .collect();
+    let lb_name = s.load_balancer.as_ref().map(|lb| (lb.namespace.as_str(), lb.name.as_str()));
     for blue in &s.blue_gateways {
         retire.push(deleted(format!("Deployment/{}/{}", blue.namespace, blue.name)));
+        let own_service = snapshot.services.iter().any(|svc| svc.namespace == blue.namespace && svc.name == blue.name);
+        if own_service && lb_name != Some((blue.namespace.as_str(), blue.name.as_str())) {
+            retire.push(deleted(format!("Service/{}/{}", blue.namespace, blue.name)));
+        }
+        let copy = mesh_config_name(from);
+        if blue.namespace != s.control_plane_namespace
+            && snapshot.config_maps.iter().any(|c| c.namespace == blue.namespace && c.name == copy)
+        {
+            retire.push(deleted(format!("ConfigMap/{}/{copy}", blue.namespace)));
+        }
     }
     push(
         format!("retire-revision-{from}"),

@@ -10,6 +10,7 @@ mod bookinfo;
 mod controlplane;
 mod crds;
 mod gateway;
+mod operator;
 mod webhooks;
 
 use serde_json::Value;
@@ -18,6 +19,7 @@ pub use bookinfo::{BookinfoSpec, bookinfo, bookinfo_gateway};
 pub use controlplane::{BaseSpec, ControlPlaneSpec, base, control_plane};
 pub use crds::crds;
 pub use gateway::{GatewaySpec, LoadBalancerSpec, gateway, load_balancer};
+pub use operator::{istio_operator_name, operator, operator_name};
 pub use webhooks::{injector_webhook, tag_webhook};
 
 use crate::version::{IstioVersion, Revision};

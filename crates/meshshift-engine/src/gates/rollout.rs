@@ -8,7 +8,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams};
 use meshshift_core::fields::ObjectRef;
 use meshshift_core::proxy::detect_proxy;
-use meshshift_kube::rollout::wait_rollout;
+use meshshift_kube::rollout::{RolloutError, wait_rollout};
 
 use crate::context::Ctx;
 use crate::error::EngineError;
@@ -53,7 +53,17 @@ pub async fn wait_workload(ctx: &Ctx, r: &ObjectRef) -> Result<(), EngineError> 
     let outcome = match r.kind.as_str() {
         "Deployment" => {
             let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
-            return Ok(wait_rollout(&api, &ns, &r.name, timeout).await?);
+            // A watch the apiserver ends (timeouts, restarts) is resumed until the deadline.
+            let deadline = std::time::Instant::now() + timeout;
+            loop {
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                match wait_rollout(&api, &ns, &r.name, left.max(Duration::from_secs(1))).await {
+                    Err(RolloutError::Watch { .. }) if std::time::Instant::now() < deadline => {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                    other => return Ok(other?),
+                }
+            }
         }
         "StatefulSet" => {
             let api: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &ns);

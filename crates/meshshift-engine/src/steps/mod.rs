@@ -27,7 +27,9 @@ use crate::objects::FieldChange;
 /// Reads the prior values of everything `step` changes (and checks its preconditions).
 pub async fn prior(ctx: &Ctx, step: &Step) -> Result<Vec<Change>, EngineError> {
     match &step.action {
-        Action::InstallControlPlane { revision, version } => install::prior(ctx, revision, version).await,
+        Action::InstallControlPlane { revision, version, installer, chart } => {
+            install::prior(ctx, revision, version, *installer, chart.as_deref()).await
+        }
         Action::DeployGateway { namespace, name, blue } => gateway::prior(ctx, namespace, name, blue).await,
         Action::SwitchLoadBalancer { service, strategy } => switch::prior(ctx, step, service, *strategy).await,
         Action::RetireBlueGateway { deployment, .. } => retire_blue::prior(ctx, deployment).await,
@@ -41,7 +43,9 @@ pub async fn prior(ctx: &Ctx, step: &Step) -> Result<Vec<Change>, EngineError> {
 /// Writes the step (idempotent).
 pub async fn apply(ctx: &Ctx, step: &Step, prior: &[Change]) -> Result<(), EngineError> {
     match &step.action {
-        Action::InstallControlPlane { revision, .. } => install::apply(ctx, revision, prior).await,
+        Action::InstallControlPlane { revision, version, installer, chart } => {
+            install::apply(ctx, revision, version, *installer, chart.as_deref(), prior).await
+        }
         Action::DeployGateway { namespace, name, .. } => gateway::apply(ctx, namespace, name, prior).await,
         Action::SwitchLoadBalancer { strategy, .. } => switch::apply(ctx, *strategy, prior).await,
         Action::RetireBlueGateway { soak_seconds, .. } => retire_blue::apply(ctx, *soak_seconds, prior).await,
@@ -56,7 +60,7 @@ pub async fn apply(ctx: &Ctx, step: &Step, prior: &[Change]) -> Result<(), Engin
 pub async fn verify(ctx: &Ctx, step: &Step, prior: &[Change]) -> Result<(), EngineError> {
     let gate = |detail: String| EngineError::Gate { step: step.id.clone(), detail };
     match &step.action {
-        Action::InstallControlPlane { revision, version } => install::verify(ctx, revision, version).await,
+        Action::InstallControlPlane { revision, version, .. } => install::verify(ctx, revision, version).await,
         Action::DeployGateway { namespace, name, blue } => gateway::verify(ctx, namespace, name, blue).await,
         Action::SwitchLoadBalancer { .. } => switch::verify(ctx, prior).await,
         Action::RetireBlueGateway { deployment, .. } => retire_blue::verify(ctx, deployment).await,
@@ -74,6 +78,7 @@ pub async fn verify(ctx: &Ctx, step: &Step, prior: &[Change]) -> Result<(), Engi
 /// Restores the step's prior values.
 pub async fn undo(ctx: &Ctx, step: &Step, prior: &[Change], journal: &Journal) -> Result<(), EngineError> {
     match &step.action {
+        Action::InstallControlPlane { revision, installer, .. } => install::undo(ctx, revision, *installer, prior).await,
         Action::RestartWorkloads { namespace } => restart::undo(ctx, namespace, prior, journal).await,
         Action::RetireBlueGateway { .. } => retire_blue::undo(ctx, prior).await,
         Action::SwitchLoadBalancer { .. } => switch::undo(ctx, prior).await,

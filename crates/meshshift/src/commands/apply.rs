@@ -21,8 +21,10 @@ fn holder() -> String {
     format!("{user}@{host} pid {}", std::process::id())
 }
 
-fn options(args: &RunArgs) -> Options {
+fn options(args: &RunArgs, cluster: &crate::cli::ClusterArgs) -> Options {
     let mut o = Options::new(holder());
+    o.kubeconfig.clone_from(&cluster.kubeconfig);
+    o.context.clone_from(&cluster.context);
     o.namespace.clone_from(&args.state_namespace);
     o.parallelism = args.parallelism;
     o.rollout_timeout = Duration::from_secs(args.rollout_timeout);
@@ -158,7 +160,7 @@ pub async fn apply(args: ApplyArgs) -> Code {
         return Code::Ok;
     }
     let progress = Arc::new(StepsProgress::new(plan.steps.len()));
-    let run = match Run::start(client, plan, options(&args.run), progress.clone()).await {
+    let run = match Run::start(client, plan, options(&args.run, &args.cluster), progress.clone()).await {
         Ok(r) => r,
         Err(e) => {
             progress.finish();
@@ -177,7 +179,7 @@ async fn continue_run(args: ContinueArgs, rollback: bool) -> Code {
         Err(code) => return code,
     };
     let progress = Arc::new(StepsProgress::new(0));
-    let run = match Run::open(client, options(&args.run), progress.clone()).await {
+    let run = match Run::open(client, options(&args.run, &args.cluster), progress.clone()).await {
         Ok(r) => r,
         Err(e) => {
             progress.finish();

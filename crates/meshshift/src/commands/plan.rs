@@ -1,9 +1,9 @@
 //! `meshshift plan`: read the cluster, plan (pure), print. Changes nothing.
 
-use meshshift_core::plan::{Plan, PlanRequest, SwitchStrategy, plan};
+use meshshift_core::plan::{Installer, Plan, PlanRequest, SwitchStrategy, plan};
 use meshshift_core::version::{IstioVersion, Revision};
 
-use crate::cli::{PlanArgs, PlanOptions, Strategy};
+use crate::cli::{InstallerArg, PlanArgs, PlanOptions, Strategy};
 use crate::exit::Code;
 use crate::output;
 
@@ -21,6 +21,13 @@ pub fn request(to: &str, args: &PlanOptions) -> Result<PlanRequest, String> {
     };
     req.allow_skip = args.allow_skip;
     req.soak_seconds = args.soak_seconds;
+    req.installer = match args.installer {
+        InstallerArg::Manifests => Installer::Manifests,
+        InstallerArg::Helm => Installer::Helm,
+        InstallerArg::Istioctl => Installer::Istioctl,
+        InstallerArg::Operator => Installer::Operator,
+    };
+    req.helm_chart = Some(args.helm_chart.clone());
     Ok(req)
 }
 
