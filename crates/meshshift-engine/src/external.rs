@@ -36,7 +36,7 @@ pub async fn run(ctx: &Ctx, tool: &str, args: &[String]) -> Result<String, Engin
     ctx.detail(format!("running {shown}"));
     let out = Command::new(&bin).args(&all).output().await.map_err(|e| EngineError::Tool {
         command: shown.clone(),
-        detail: format!("cannot run it ({e}); install {tool} or point ${} at it", format!("MESHSHIFT_{}", tool.to_uppercase())),
+        detail: format!("cannot run it ({e}); install {tool} or point $MESHSHIFT_{} at it", tool.to_uppercase()),
     })?;
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())

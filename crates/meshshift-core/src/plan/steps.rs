@@ -1,7 +1,7 @@
 //! Building the steps of a plan from its subject.
 
-use crate::model::ClusterSnapshot;
 use crate::green::mesh_config_name;
+use crate::model::ClusterSnapshot;
 use crate::render::{ControlPlaneSpec, control_plane, istiod_name, operator};
 use crate::status::workloads::pod_workload;
 use crate::version::Revision;

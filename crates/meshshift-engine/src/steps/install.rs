@@ -36,9 +36,18 @@ fn release(revision: &Revision) -> String {
 fn helm_install_args(ctx: &Ctx, r: &Revision, v: &IstioVersion, chart: &str) -> Vec<String> {
     let ns = &ctx.plan.control_plane_namespace;
     [
-        "upgrade", "--install", &release(r), chart, "--namespace", ns,
-        "--set", &format!("revision={r}"), "--set", &format!("global.tag={v}"),
-        "--set", &format!("global.hub={}", meshshift_core::render::DEFAULT_HUB),
+        "upgrade",
+        "--install",
+        &release(r),
+        chart,
+        "--namespace",
+        ns,
+        "--set",
+        &format!("revision={r}"),
+        "--set",
+        &format!("global.tag={v}"),
+        "--set",
+        &format!("global.hub={}", meshshift_core::render::DEFAULT_HUB),
     ]
     .iter()
     .map(|s| (*s).to_owned())
@@ -47,10 +56,18 @@ fn helm_install_args(ctx: &Ctx, r: &Revision, v: &IstioVersion, chart: &str) -> 
 
 fn istioctl_install_args(r: &Revision, v: &IstioVersion) -> Vec<String> {
     [
-        "install", "-y", "--revision", r.as_str(), "--set", &format!("tag={v}"),
-        "--set", &format!("hub={}", meshshift_core::render::DEFAULT_HUB),
-        "--set", "components.ingressGateways[0].name=istio-ingressgateway",
-        "--set", "components.ingressGateways[0].enabled=false",
+        "install",
+        "-y",
+        "--revision",
+        r.as_str(),
+        "--set",
+        &format!("tag={v}"),
+        "--set",
+        &format!("hub={}", meshshift_core::render::DEFAULT_HUB),
+        "--set",
+        "components.ingressGateways[0].name=istio-ingressgateway",
+        "--set",
+        "components.ingressGateways[0].enabled=false",
     ]
     .iter()
     .map(|s| (*s).to_owned())
@@ -80,11 +97,17 @@ pub async fn prior(
             if ctx.objects.get(&istiod(ctx, &r)).await?.is_some() {
                 return Err(EngineError::Precondition {
                     step: String::new(),
-                    detail: format!("{} already exists; meshshift will not take over an install it did not make", istiod(ctx, &r)),
+                    detail: format!(
+                        "{} already exists; meshshift will not take over an install it did not make",
+                        istiod(ctx, &r)
+                    ),
                 });
             }
             let (kind, what) = match installer {
-                Installer::Helm => ("HelmRelease", json!({"release": release(&r), "chart": chart.unwrap_or("istio/istiod"), "args": helm_install_args(ctx, &r, &v, chart.unwrap_or("istio/istiod"))})),
+                Installer::Helm => (
+                    "HelmRelease",
+                    json!({"release": release(&r), "chart": chart.unwrap_or("istio/istiod"), "args": helm_install_args(ctx, &r, &v, chart.unwrap_or("istio/istiod"))}),
+                ),
                 _ => ("IstioctlInstall", json!({"revision": r.as_str(), "args": istioctl_install_args(&r, &v)})),
             };
             return Ok(vec![Change {
@@ -188,7 +211,9 @@ pub async fn undo(ctx: &Ctx, revision: &str, installer: Installer, prior: &[Chan
             restore(ctx, prior).await
         }
         Installer::Helm => {
-            let exists = external::succeeds(ctx, "helm", &["status".into(), release(&r), "--namespace".into(), ns.clone()]).await?;
+            let exists =
+                external::succeeds(ctx, "helm", &["status".into(), release(&r), "--namespace".into(), ns.clone()])
+                    .await?;
             if exists {
                 external::run(ctx, "helm", &["uninstall".into(), release(&r), "--namespace".into(), ns]).await?;
             }
@@ -196,7 +221,8 @@ pub async fn undo(ctx: &Ctx, revision: &str, installer: Installer, prior: &[Chan
         }
         Installer::Istioctl => {
             if ctx.objects.get(&istiod(ctx, &r)).await?.is_some() {
-                external::run(ctx, "istioctl", &["uninstall".into(), "-y".into(), "--revision".into(), r.to_string()]).await?;
+                external::run(ctx, "istioctl", &["uninstall".into(), "-y".into(), "--revision".into(), r.to_string()])
+                    .await?;
             }
             wait_gone(ctx, &r).await
         }

@@ -78,7 +78,9 @@ pub async fn verify(ctx: &Ctx, step: &Step, prior: &[Change]) -> Result<(), Engi
 /// Restores the step's prior values.
 pub async fn undo(ctx: &Ctx, step: &Step, prior: &[Change], journal: &Journal) -> Result<(), EngineError> {
     match &step.action {
-        Action::InstallControlPlane { revision, installer, .. } => install::undo(ctx, revision, *installer, prior).await,
+        Action::InstallControlPlane { revision, installer, .. } => {
+            install::undo(ctx, revision, *installer, prior).await
+        }
         Action::RestartWorkloads { namespace } => restart::undo(ctx, namespace, prior, journal).await,
         Action::RetireBlueGateway { .. } => retire_blue::undo(ctx, prior).await,
         Action::SwitchLoadBalancer { .. } => switch::undo(ctx, prior).await,

@@ -69,7 +69,10 @@ async fn drive(mut run: Run, rollback: bool, until: Option<&str>) -> Code {
             Code::Ok
         }
         Ok(Outcome::Paused) => {
-            eprintln!("paused after {}: `meshshift resume` continues, `meshshift rollback` undoes", until.unwrap_or_default());
+            eprintln!(
+                "paused after {}: `meshshift resume` continues, `meshshift rollback` undoes",
+                until.unwrap_or_default()
+            );
             Code::Ok
         }
         Ok(Outcome::RolledBack) => {
