@@ -89,9 +89,47 @@ pub fn service_selects(selector: &Labels, labels: &Labels) -> bool {
     !selector.is_empty() && selector.iter().all(|(k, v)| labels.get(k) == Some(v))
 }
 
+/// Parses a kubectl-style equality selector (`team=payments,tier!=canary,env`): `=`/`==`, `!=`, and bare
+/// keys (exists) or `!key` (does not exist).
+pub fn parse_selector(text: &str) -> Result<LabelSelector, String> {
+    let mut requirements = Vec::new();
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (key, operator, values) = if let Some((k, v)) = part.split_once("!=") {
+            (k, Operator::NotIn, vec![v.trim().to_owned()])
+        } else if let Some((k, v)) = part.split_once("==").or_else(|| part.split_once('=')) {
+            (k, Operator::In, vec![v.trim().to_owned()])
+        } else if let Some(k) = part.strip_prefix('!') {
+            (k, Operator::DoesNotExist, vec![])
+        } else {
+            (part, Operator::Exists, vec![])
+        };
+        let key = key.trim();
+        if key.is_empty() || key.contains(char::is_whitespace) {
+            return Err(format!("{part:?} is not a label requirement (key=value, key!=value, key or !key)"));
+        }
+        requirements.push(Requirement { key: key.to_owned(), operator, values });
+    }
+    if requirements.is_empty() {
+        return Err("empty label selector".into());
+    }
+    Ok(LabelSelector { match_labels: Labels::new(), match_expressions: requirements })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parses_kubectl_selectors() {
+        let s = parse_selector("team=payments, tier!=canary,env,!legacy").expect("selector");
+        let l = |pairs: &[(&str, &str)]| -> Labels { pairs.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect() };
+        assert!(s.matches(&l(&[("team", "payments"), ("env", "prod")])));
+        assert!(!s.matches(&l(&[("team", "payments"), ("env", "prod"), ("tier", "canary")])));
+        assert!(!s.matches(&l(&[("team", "payments"), ("env", "prod"), ("legacy", "y")])));
+        assert!(!s.matches(&l(&[("team", "payments")])), "env must exist");
+        assert!(parse_selector("").is_err());
+        assert!(parse_selector("=x").is_err());
+    }
 
     fn labels(pairs: &[(&str, &str)]) -> Labels {
         pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()

@@ -310,6 +310,28 @@ fn explicit_namespace_order_is_kept_and_checked() {
 }
 
 #[test]
+fn a_namespace_selector_picks_the_wave() {
+    let mut s = seed();
+    s.namespaces.push(Namespace {
+        name: "payments".into(),
+        labels: labels(&[("istio.io/rev", "1-9-7"), ("team", "payments")]),
+    });
+    let mut req = to("1.10.6");
+    req.namespace_selector = Some("team=payments".into());
+    let p = plan(&s, &req).expect("plan");
+    let migrations: Vec<&str> =
+        p.steps.iter().filter(|s| s.id.contains("migrate-namespace")).map(|s| s.id.as_str()).collect();
+    assert_eq!(migrations, ["05-migrate-namespace-payments"], "bookinfo has no team label");
+    assert!(!p.steps.iter().any(|s| s.id.contains("retire-revision")), "1-9-7 still serves bookinfo after this wave");
+    req.namespace_selector = Some("team!=payments".into());
+    let p = plan(&s, &req).expect("plan");
+    assert!(p.steps.iter().any(|s| s.id == "05-migrate-namespace-bookinfo"));
+    assert!(!p.steps.iter().any(|s| s.id.ends_with("migrate-namespace-payments")));
+    req.namespace_selector = Some("=oops".into());
+    assert!(matches!(plan(&s, &req), Err(PlanError::NamespaceSelector(_))));
+}
+
+#[test]
 fn refusals_name_the_problem() {
     assert_eq!(plan(&ClusterSnapshot::default(), &to("1.10.6")), Err(PlanError::NoControlPlane));
     assert!(matches!(plan(&seed(), &to("1.9.7")), Err(PlanError::AlreadyThere(r, v)) if r == "1-9-7" && v == "1.9.7"));

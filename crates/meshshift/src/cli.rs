@@ -131,8 +131,11 @@ pub struct PlanOptions {
     #[arg(long, value_name = "NS/NAME")]
     pub gateway_service: Option<String>,
     /// Namespaces to migrate, in order (default: every namespace the source revision injects).
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', conflicts_with = "namespace_selector")]
     pub namespaces: Option<Vec<String>>,
+    /// Only migrate the source revision's namespaces whose labels match (e.g. `team=payments,tier!=canary`).
+    #[arg(long, value_name = "SELECTOR")]
+    pub namespace_selector: Option<String>,
     /// How the LoadBalancer switches.
     #[arg(long, value_enum, default_value_t = Strategy::Switch)]
     pub strategy: Strategy,

@@ -58,6 +58,8 @@ pub struct PlanRequest {
     pub gateway_service: Option<String>,
     /// Namespaces to migrate, in order (default: every namespace the source revision injects, sorted).
     pub namespaces: Option<Vec<String>>,
+    /// Only migrate the source's namespaces whose labels match (kubectl syntax: `team=a,tier!=b`).
+    pub namespace_selector: Option<String>,
     /// How the LoadBalancer switches.
     pub strategy: SwitchStrategy,
     /// Plan a single hop even when Istio's rules need more.
@@ -80,6 +82,7 @@ impl PlanRequest {
             from: None,
             gateway_service: None,
             namespaces: None,
+            namespace_selector: None,
             strategy: SwitchStrategy::Switch,
             allow_skip: false,
             soak_seconds: 30,
@@ -259,6 +262,9 @@ pub enum PlanError {
     /// The gateway Service was not found or is ambiguous.
     #[error("{0}")]
     GatewayService(String),
+    /// The namespace selector does not parse.
+    #[error("--namespace-selector: {0}")]
+    NamespaceSelector(String),
     /// A namespace to migrate does not exist.
     #[error("namespace {0} does not exist")]
     UnknownNamespace(String),

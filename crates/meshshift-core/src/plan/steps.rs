@@ -262,52 +262,62 @@ pub fn build(snapshot: &ClusterSnapshot, s: &Subject, request: &PlanRequest) -> 
         push(slug, action, changes, pre, gates, "move the tag back, then restart again".into());
     }
 
-    // 7. Retire the source revision.
-    let from_rev = Revision::parse(from).unwrap_or_else(|_| Revision::default_revision());
-    let mut retire: Vec<Change> = s
+    // 7. Retire the source revision, once this plan moves every namespace it injects (a partial wave
+    // leaves it serving the rest).
+    let moves_all = s
         .report
-        .revisions
+        .namespaces
         .iter()
-        .filter(|r| r.revision == from)
-        .flat_map(|r| {
-            let mut v = vec![
-                deleted(format!("Deployment/{}/{}", r.namespace, r.deployment)),
-                deleted(format!("Service/{}/{}", r.namespace, istiod_name(&from_rev))),
-            ];
-            for cm in [mesh_config_name(from), format!("{}-sidecar-injector{}", "istio", suffix(from))] {
-                if snapshot.config_maps.iter().any(|c| c.namespace == r.namespace && c.name == cm) {
-                    v.push(deleted(format!("ConfigMap/{}/{cm}", r.namespace)));
+        .filter(|n| n.injected_by.as_deref() == Some(from))
+        .all(|n| s.namespaces.contains(&n.name) || s.tag_namespaces.contains(&n.name));
+    if moves_all {
+        let from_rev = Revision::parse(from).unwrap_or_else(|_| Revision::default_revision());
+        let mut retire: Vec<Change> = s
+            .report
+            .revisions
+            .iter()
+            .filter(|r| r.revision == from)
+            .flat_map(|r| {
+                let mut v = vec![
+                    deleted(format!("Deployment/{}/{}", r.namespace, r.deployment)),
+                    deleted(format!("Service/{}/{}", r.namespace, istiod_name(&from_rev))),
+                ];
+                for cm in [mesh_config_name(from), format!("{}-sidecar-injector{}", "istio", suffix(from))] {
+                    if snapshot.config_maps.iter().any(|c| c.namespace == r.namespace && c.name == cm) {
+                        v.push(deleted(format!("ConfigMap/{}/{cm}", r.namespace)));
+                    }
                 }
+                v.extend(r.injector_webhooks.iter().map(|w| deleted(format!("MutatingWebhookConfiguration/{w}"))));
+                v
+            })
+            .collect();
+        let lb_name = s.load_balancer.as_ref().map(|lb| (lb.namespace.as_str(), lb.name.as_str()));
+        for blue in &s.blue_gateways {
+            retire.push(deleted(format!("Deployment/{}/{}", blue.namespace, blue.name)));
+            let own_service =
+                snapshot.services.iter().any(|svc| svc.namespace == blue.namespace && svc.name == blue.name);
+            if own_service && lb_name != Some((blue.namespace.as_str(), blue.name.as_str())) {
+                retire.push(deleted(format!("Service/{}/{}", blue.namespace, blue.name)));
             }
-            v.extend(r.injector_webhooks.iter().map(|w| deleted(format!("MutatingWebhookConfiguration/{w}"))));
-            v
-        })
-        .collect();
-    let lb_name = s.load_balancer.as_ref().map(|lb| (lb.namespace.as_str(), lb.name.as_str()));
-    for blue in &s.blue_gateways {
-        retire.push(deleted(format!("Deployment/{}/{}", blue.namespace, blue.name)));
-        let own_service = snapshot.services.iter().any(|svc| svc.namespace == blue.namespace && svc.name == blue.name);
-        if own_service && lb_name != Some((blue.namespace.as_str(), blue.name.as_str())) {
-            retire.push(deleted(format!("Service/{}/{}", blue.namespace, blue.name)));
+            let copy = mesh_config_name(from);
+            if blue.namespace != s.control_plane_namespace
+                && snapshot.config_maps.iter().any(|c| c.namespace == blue.namespace && c.name == copy)
+            {
+                retire.push(deleted(format!("ConfigMap/{}/{copy}", blue.namespace)));
+            }
         }
-        let copy = mesh_config_name(from);
-        if blue.namespace != s.control_plane_namespace
-            && snapshot.config_maps.iter().any(|c| c.namespace == blue.namespace && c.name == copy)
-        {
-            retire.push(deleted(format!("ConfigMap/{}/{copy}", blue.namespace)));
-        }
+        push(
+            format!("retire-revision-{from}"),
+            Action::RetireRevision { revision: from.to_owned() },
+            retire,
+            vec![
+                "the soak window after the last restart passed".into(),
+                format!("no namespace label, tag, injector selector, default validator or proxy references {from}"),
+            ],
+            vec![format!("status shows no finding about {from}")],
+            "recreate the deleted objects from the journal's snapshots".into(),
+        );
     }
-    push(
-        format!("retire-revision-{from}"),
-        Action::RetireRevision { revision: from.to_owned() },
-        retire,
-        vec![
-            "the soak window after the last restart passed".into(),
-            format!("no namespace label, tag, injector selector, default validator or proxy references {from}"),
-        ],
-        vec![format!("status shows no finding about {from}")],
-        "recreate the deleted objects from the journal's snapshots".into(),
-    );
 
     let steps = steps
         .into_iter()

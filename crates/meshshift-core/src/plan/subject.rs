@@ -2,7 +2,7 @@
 //! LoadBalancer and its blue gateways, the tags and the namespaces to move. Read from the status analysis.
 
 use crate::model::ClusterSnapshot;
-use crate::selector::Labels;
+use crate::selector::{Labels, parse_selector};
 use crate::status::{GatewayStatus, InjectionMode, StatusReport, analyze};
 use crate::version::{IstioVersion, Revision};
 
@@ -159,12 +159,18 @@ pub fn find_subject(snapshot: &ClusterSnapshot, request: &PlanRequest) -> Result
             }
             list.clone()
         }
-        None => report
-            .namespaces
-            .iter()
-            .filter(|n| n.injected_by.as_deref() == Some(source.revision.as_str()) && !tag_namespaces.contains(&n.name))
-            .map(|n| n.name.clone())
-            .collect(),
+        None => {
+            let selector =
+                request.namespace_selector.as_deref().map(parse_selector).transpose().map_err(PlanError::NamespaceSelector)?;
+            let labels_of = |name: &str| snapshot.namespaces.iter().find(|n| n.name == name).map(|n| n.labels.clone());
+            report
+                .namespaces
+                .iter()
+                .filter(|n| n.injected_by.as_deref() == Some(source.revision.as_str()) && !tag_namespaces.contains(&n.name))
+                .filter(|n| selector.as_ref().is_none_or(|s| s.matches(&labels_of(&n.name).unwrap_or_default())))
+                .map(|n| n.name.clone())
+                .collect()
+        }
     };
     Ok(Subject {
         from_revision: source.revision.clone(),

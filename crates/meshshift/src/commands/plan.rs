@@ -15,6 +15,7 @@ pub fn request(to: &str, args: &PlanOptions) -> Result<PlanRequest, String> {
     req.from.clone_from(&args.from);
     req.gateway_service.clone_from(&args.gateway_service);
     req.namespaces.clone_from(&args.namespaces);
+    req.namespace_selector.clone_from(&args.namespace_selector);
     req.strategy = match args.strategy {
         Strategy::Switch => SwitchStrategy::Switch,
         Strategy::WidenNarrow => SwitchStrategy::WidenNarrow,
