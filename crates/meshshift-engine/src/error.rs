@@ -46,6 +46,14 @@ pub enum EngineError {
         /// What failed.
         detail: String,
     },
+    /// A traffic gate saw users hurt: the upgrade stops here.
+    #[error("step {step}: traffic gate breached: {detail}")]
+    Breach {
+        /// Step id.
+        step: String,
+        /// What the gate saw.
+        detail: String,
+    },
     /// A run already left a journal.
     #[error(
         "a run is in progress ({detail}); continue it with `meshshift resume` or undo it with `meshshift rollback`"

@@ -15,6 +15,6 @@ pub mod objects;
 pub mod run;
 mod steps;
 
-pub use context::{Ctx, LogObserver, Observer, Options, Phase};
+pub use context::{Ctx, LogObserver, Observer, Options, Phase, TrafficGate, TrafficVerdict};
 pub use error::EngineError;
 pub use run::{Outcome, Run};

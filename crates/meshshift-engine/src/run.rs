@@ -37,6 +37,15 @@ pub struct Run {
     lock: Arc<RunLock>,
     lost: Arc<AtomicBool>,
     renewer: tokio::task::JoinHandle<()>,
+    /// When each step started in this process (unix ms): the traffic gates' window.
+    step_started: std::collections::BTreeMap<usize, u64>,
+}
+
+/// How long a traffic gate may wait for enough requests to judge a step.
+const TRAFFIC_PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 async fn ensure_namespace(client: &Client, name: &str) -> Result<(), EngineError> {
@@ -129,7 +138,15 @@ impl Run {
                 return Err(e);
             }
         };
-        Ok(Run { ctx: Ctx::new(client, plan, options, observer), store, stored, lock, lost, renewer })
+        Ok(Run {
+            ctx: Ctx::new(client, plan, options, observer),
+            store,
+            stored,
+            lock,
+            lost,
+            renewer,
+            step_started: Default::default(),
+        })
     }
 
     /// Opens the run a journal records (for resume and rollback).
@@ -150,7 +167,20 @@ impl Run {
             }
         };
         let plan = stored.plan.clone();
-        Ok(Run { ctx: Ctx::new(client, plan, options, observer), store, stored, lock, lost, renewer })
+        Ok(Run {
+            ctx: Ctx::new(client, plan, options, observer),
+            store,
+            stored,
+            lock,
+            lost,
+            renewer,
+            step_started: Default::default(),
+        })
+    }
+
+    /// Adds a traffic gate, checked after every step and during soak windows.
+    pub fn add_traffic_gate(&mut self, gate: Arc<dyn crate::TrafficGate>) {
+        self.ctx.traffic.push(gate);
     }
 
     /// The plan.
@@ -179,6 +209,9 @@ impl Run {
 
     fn with_step(e: EngineError, id: &str) -> EngineError {
         match e {
+            EngineError::Breach { step, detail } if step.is_empty() => {
+                EngineError::Breach { step: id.to_owned(), detail }
+            }
             EngineError::Precondition { step, detail } if step.is_empty() => {
                 EngineError::Precondition { step: id.to_owned(), detail }
             }
@@ -214,6 +247,7 @@ impl Run {
             let ctx = self.ctx.clone();
             match next {
                 Next::Start(_) => {
+                    self.step_started.insert(i, now_ms());
                     let prior = steps::prior(&ctx, &step).await.map_err(|e| Self::with_step(e, &step.id))?;
                     self.record(&step.id, Event::Started(prior)).await?;
                 }
@@ -225,6 +259,19 @@ impl Run {
                 _ => {
                     let prior = self.stored.journal.steps[i].prior.clone();
                     steps::verify(&ctx, &step, &prior).await.map_err(|e| Self::with_step(e, &step.id))?;
+                    // What users saw while this step ran (since it started in this process, else since now).
+                    let since = self.step_started.get(&i).copied().unwrap_or_else(now_ms);
+                    match ctx.traffic_holds(since, TRAFFIC_PATIENCE).await {
+                        Ok(verdicts) => {
+                            for (gate, summary) in verdicts {
+                                self.ctx.observer.gate(i, &step, &gate, true, &summary);
+                            }
+                        }
+                        Err(why) => {
+                            self.ctx.observer.gate(i, &step, "traffic", false, &why);
+                            return Err(EngineError::Breach { step: step.id.clone(), detail: why });
+                        }
+                    }
                     self.record(&step.id, Event::Verified).await?;
                     self.ctx.observer.step(i, &step, Phase::Done);
                     if until == Some(step.id.as_str()) && i + 1 < self.ctx.plan.steps.len() {

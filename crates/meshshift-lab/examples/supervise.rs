@@ -1,5 +1,6 @@
 //! Runs a lab supervisor, with the same arguments as the hidden CLI subcommand:
-//! `supervise lab supervise --dir D [--bin-dir B] [--exit-on-stdin-eof] [--nodes N] [--services] [--propagation-delay-ms MS]`.
+//! `supervise lab supervise --dir D [--bin-dir B] [--exit-on-stdin-eof] [--nodes N] [--services] [--propagation-delay-ms MS]
+//! [--prometheus]`.
 //! Used by this crate's integration tests, which cannot depend on the CLI crate.
 
 use std::path::PathBuf;
@@ -48,6 +49,6 @@ fn parse(args: Vec<String>) -> Result<SupervisorOptions, String> {
     let mut opts = SupervisorOptions::new(dir.ok_or("--dir is required")?);
     opts.bin_dir = bin_dir;
     opts.exit_on_stdin_eof = stdin_eof;
-    opts.agents = lab.agents();
+    lab.configure(&mut opts);
     Ok(opts)
 }

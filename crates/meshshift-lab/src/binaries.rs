@@ -116,7 +116,7 @@ fn find_etcd(bin_dir: &Path) -> Result<PathBuf, LabError> {
     })
 }
 
-fn is_executable(path: &Path) -> bool {
+pub(crate) fn is_executable(path: &Path) -> bool {
     std::fs::metadata(path).map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)
 }
 

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
+use crate::netsvc::{LoadBalancers, NetsvcError};
 use crate::testing::{log_tails, process_alive};
 use crate::{LabError, LabLayout, LabOptions, LabState};
 
@@ -118,6 +119,28 @@ pub fn up(exe: &Path, dir: &Path, opts: &LabOptions, mut progress: impl FnMut(&s
     }
 }
 
+/// The shell exports of a running lab (`meshshift lab env`): `KUBECONFIG`; `MESHSHIFT_INGRESS` once an HTTP
+/// LoadBalancer (port 80 or a port named `http*`) has a host port, the first such; `MESHSHIFT_PROMETHEUS`
+/// when the lab runs Prometheus.
+pub fn env_exports(dir: &Path, state: &LabState) -> Result<Vec<String>, NetsvcError> {
+    let mut exports = vec![format!("export KUBECONFIG={}", state.kubeconfig.display())];
+    let lbs = LoadBalancers::read(dir)?;
+    if let Some(host) = lbs
+        .iter()
+        .filter(|l| l.port == 80 || l.port_name.as_deref().is_some_and(|n| n.starts_with("http")))
+        .find_map(|l| l.host)
+    {
+        exports.push(format!("export MESHSHIFT_INGRESS=http://{host}"));
+    }
+    if let Some(url) = &state.prometheus {
+        exports.push(format!("export {PROMETHEUS_ENV}={url}"));
+    }
+    Ok(exports)
+}
+
+/// The variable `lab env` sets to the lab's Prometheus (`http://127.0.0.1:<port>`).
+pub const PROMETHEUS_ENV: &str = "MESHSHIFT_PROMETHEUS";
+
 /// What `down` did.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Down {
@@ -154,4 +177,44 @@ pub fn down(dir: &Path) -> Result<Down, LabError> {
     };
     remove_lab_dir(dir)?;
     Ok(outcome)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(dir: &Path, prometheus: Option<&str>) -> LabState {
+        LabState {
+            pid: 1,
+            host_port: 40000,
+            apiserver: "https://127.0.0.1:40000".into(),
+            kubeconfig: dir.join("kubeconfig"),
+            dir: dir.to_path_buf(),
+            started_at: 0,
+            ready_at: 0,
+            startup_ms: 0,
+            namespace: "root".into(),
+            children: Default::default(),
+            prometheus: prometheus.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn env_exports_the_kubeconfig_and_the_prometheus_when_there_is_one() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let without = env_exports(dir.path(), &state(dir.path(), None)).expect("exports");
+        assert_eq!(without, vec![format!("export KUBECONFIG={}", dir.path().join("kubeconfig").display())]);
+        let with = env_exports(dir.path(), &state(dir.path(), Some("http://127.0.0.1:40001"))).expect("exports");
+        assert_eq!(with.last().map(String::as_str), Some("export MESHSHIFT_PROMETHEUS=http://127.0.0.1:40001"));
+    }
+
+    #[test]
+    fn state_files_without_prometheus_still_parse() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut json = serde_json::to_value(state(dir.path(), None)).expect("json");
+        assert!(json.get("prometheus").is_none(), "omitted when absent: {json}");
+        json.as_object_mut().expect("object").remove("prometheus");
+        let back: LabState = serde_json::from_value(json).expect("older state.json");
+        assert_eq!(back.prometheus, None);
+    }
 }

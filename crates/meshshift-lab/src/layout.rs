@@ -41,9 +41,14 @@ impl LabLayout {
     }
 
     /// The log file of component `name` (`etcd`, `kube-apiserver`, `kube-controller-manager`,
-    /// `kube-scheduler`, `supervisor`).
+    /// `kube-scheduler`, `prometheus`, `supervisor`).
     pub fn log(&self, name: &str) -> PathBuf {
         self.logs_dir().join(format!("{name}.log"))
+    }
+
+    /// The lab's Prometheus (when it runs one): `prometheus.yml` and the TSDB in `data/`.
+    pub fn prometheus_dir(&self) -> PathBuf {
+        self.root.join("prometheus")
     }
 
     /// The admin kubeconfig for the host (server `https://127.0.0.1:<host port>`).

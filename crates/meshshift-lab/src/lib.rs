@@ -31,6 +31,7 @@ pub mod netns;
 pub mod netsvc;
 pub mod options;
 mod process;
+pub mod prometheus;
 mod readiness;
 
 pub use error::LabError;

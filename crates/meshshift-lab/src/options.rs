@@ -1,5 +1,5 @@
-//! What runs in a lab besides the control plane: the node agent (emulated nodes and pods) and service
-//! networking. A bare control plane (the `status` tests) runs neither.
+//! What runs in a lab besides the control plane: the node agent (emulated nodes and pods), service
+//! networking and a Prometheus scraping the proxies. A bare control plane (the `status` tests) runs none.
 
 use std::time::Duration;
 
@@ -12,11 +12,13 @@ pub struct LabOptions {
     pub services: bool,
     /// How long a Service or Endpoints change takes to reach the forwarders (kube-proxy's lag).
     pub propagation_delay: Duration,
+    /// Run a real Prometheus inside the lab, scraping every proxy each second (see [`crate::prometheus`]).
+    pub prometheus: bool,
 }
 
 impl Default for LabOptions {
     fn default() -> Self {
-        Self { nodes: 0, services: false, propagation_delay: Duration::from_secs(1) }
+        Self { nodes: 0, services: false, propagation_delay: Duration::from_secs(1), prometheus: false }
     }
 }
 
@@ -34,7 +36,15 @@ impl LabOptions {
         }
         args.push("--propagation-delay-ms".to_owned());
         args.push(self.propagation_delay.as_millis().to_string());
+        if self.prometheus {
+            args.push("--prometheus".to_owned());
+        }
         args
+    }
+
+    /// These options with a Prometheus.
+    pub fn with_prometheus(self) -> Self {
+        Self { prometheus: true, ..self }
     }
 }
 
@@ -50,6 +60,7 @@ impl LabOptions {
                     opts.nodes = it.next().and_then(|v| v.parse().ok()).ok_or("--nodes takes a number")?;
                 }
                 "--services" => opts.services = true,
+                "--prometheus" => opts.prometheus = true,
                 "--propagation-delay-ms" => {
                     let ms: u64 =
                         it.next().and_then(|v| v.parse().ok()).ok_or("--propagation-delay-ms takes a number")?;
@@ -59,6 +70,12 @@ impl LabOptions {
             }
         }
         Ok((opts, rest))
+    }
+
+    /// Sets what these options call for on a supervisor's options: the agents and the Prometheus.
+    pub fn configure(&self, supervisor: &mut crate::supervisor::SupervisorOptions) {
+        supervisor.agents = self.agents();
+        supervisor.prometheus = self.prometheus;
     }
 
     /// The agents these options call for, with the lab's standard image emulations.
@@ -80,12 +97,22 @@ mod tests {
 
     #[test]
     fn args_round_trip() {
-        let opts = LabOptions { nodes: 3, services: true, propagation_delay: Duration::from_millis(250) };
+        let opts =
+            LabOptions { nodes: 3, services: true, propagation_delay: Duration::from_millis(250), prometheus: false };
         let mut args = opts.args();
         args.push("--dir".into());
         let (parsed, rest) = LabOptions::parse_args(args).expect("parse");
         assert_eq!(parsed, opts);
         assert_eq!(rest, vec!["--dir".to_owned()]);
+        assert!(!opts.args().contains(&"--prometheus".to_owned()), "no flag unless asked: older CLIs reject it");
+        let with = opts.clone().with_prometheus();
+        let (parsed, rest) = LabOptions::parse_args(with.args()).expect("parse");
+        assert_eq!(parsed, with);
+        assert!(rest.is_empty());
+        let mut supervisor = crate::supervisor::SupervisorOptions::new("/tmp/lab");
+        with.configure(&mut supervisor);
+        assert!(supervisor.prometheus);
+        assert_eq!(supervisor.agents.len(), 2);
         assert!(LabOptions::parse_args(vec!["--nodes".into(), "x".into()]).is_err());
     }
 }

@@ -32,6 +32,9 @@ pub struct LabState {
     pub namespace: String,
     /// Pids of the control-plane processes, by component name.
     pub children: BTreeMap<String, u32>,
+    /// `http://127.0.0.1:<port>`: the lab's Prometheus as seen from the host, when the lab runs one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prometheus: Option<String>,
 }
 
 impl LabState {

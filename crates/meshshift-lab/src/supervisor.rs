@@ -4,12 +4,14 @@
 //! entering a network namespace only moves the calling thread, and entering a user namespace (the
 //! unprivileged fallback) is refused to multi-threaded processes. The order is:
 //!
-//! 1. lock the lab directory, find the binaries, bind the host listener on `127.0.0.1:0` (host namespace);
+//! 1. lock the lab directory, find the binaries, bind the host listener on `127.0.0.1:0` (host namespace),
+//!    and a second one for Prometheus if asked;
 //! 2. unshare the network namespace and make the pod and service ranges local;
 //! 3. create or reuse the PKI and the components' kubeconfigs;
 //! 4. on a current-thread tokio runtime on the main thread (children must be forked by a thread that lives
-//!    until shutdown, for `PR_SET_PDEATHSIG`): forward the host listener to the apiserver, start etcd, the
-//!    apiserver (wait for `/readyz`), the controller-manager and the scheduler (wait until they work);
+//!    until shutdown, for `PR_SET_PDEATHSIG`): forward the host listeners to the apiserver (and
+//!    Prometheus), start etcd, the apiserver (wait for `/readyz`), Prometheus if asked, the
+//!    controller-manager and the scheduler (wait until they work, and for Prometheus' `/-/ready`);
 //! 5. write `<dir>/kubeconfig`, `<dir>/state.json`, `<dir>/ready`, print the ready line on stdout;
 //! 6. run until SIGTERM/SIGINT/SIGHUP, stdin EOF (if asked), a component's death or an agent's failure;
 //!    then stop every component (SIGTERM, 5 s grace, SIGKILL) and return.
@@ -103,6 +105,8 @@ pub struct SupervisorOptions {
     pub ready_timeout: Duration,
     /// Tasks to run inside the namespace once ready.
     pub agents: Vec<Agent>,
+    /// Run Prometheus (see [`crate::prometheus`]) as a component, with a host port forwarded to it.
+    pub prometheus: bool,
 }
 
 impl SupervisorOptions {
@@ -114,6 +118,7 @@ impl SupervisorOptions {
             exit_on_stdin_eof: false,
             ready_timeout: Duration::from_secs(60),
             agents: Vec::new(),
+            prometheus: false,
         }
     }
 }
@@ -126,6 +131,7 @@ impl std::fmt::Debug for SupervisorOptions {
             .field("exit_on_stdin_eof", &self.exit_on_stdin_eof)
             .field("ready_timeout", &self.ready_timeout)
             .field("agents", &self.agents.iter().map(|a| &a.name).collect::<Vec<_>>())
+            .field("prometheus", &self.prometheus)
             .finish()
     }
 }
@@ -145,10 +151,15 @@ pub fn run(opts: SupervisorOptions) -> Result<(), LabError> {
     remove_if_exists(&layout.ready_file())?;
     let binaries = Binaries::locate(opts.bin_dir.as_deref())?;
 
-    // Bound before unsharing: this socket stays in the host namespace.
-    let host = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0));
-    let listener = std::net::TcpListener::bind(host).map_err(|e| LabError::io("listen on", "127.0.0.1:0", e))?;
-    let host_port = listener.local_addr().map_err(|e| LabError::io("inspect", "the host listener", e))?.port();
+    // Bound before unsharing: these sockets stay in the host namespace.
+    let (listener, host_port) = bind_host_listener()?;
+    let prometheus = if opts.prometheus {
+        let bin = crate::prometheus::locate()?;
+        let (listener, port) = bind_host_listener()?;
+        Some(PrometheusHost { bin, listener: Some(listener), port })
+    } else {
+        None
+    };
     let host_netns = open_host_netns();
 
     let namespace = netns::enter()?;
@@ -162,7 +173,8 @@ pub fn run(opts: SupervisorOptions) -> Result<(), LabError> {
         .enable_all()
         .build()
         .map_err(|e| LabError::io("start the async runtime in", layout.root(), e))?;
-    let lab = Lab { layout: layout.clone(), binaries, pki, host_port, host_netns, namespace, started, opts };
+    let lab =
+        Lab { layout: layout.clone(), binaries, pki, host_port, host_netns, namespace, started, opts, prometheus };
     let result = runtime.block_on(lab.supervise(listener));
     // Agents and forwarded connections are abandoned here; the stdin reader thread may be blocked in read(2).
     runtime.shutdown_timeout(Duration::from_secs(1));
@@ -187,6 +199,22 @@ impl From<LabError> for Halt {
     }
 }
 
+/// The lab's Prometheus, seen from the host.
+struct PrometheusHost {
+    /// Its executable.
+    bin: PathBuf,
+    /// The host listener forwarded to it (taken when the forwarding starts).
+    listener: Option<std::net::TcpListener>,
+    /// The listener's port.
+    port: u16,
+}
+
+impl PrometheusHost {
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
 struct Lab {
     layout: LabLayout,
     binaries: Binaries,
@@ -196,6 +224,7 @@ struct Lab {
     namespace: NamespaceKind,
     started: (Instant, SystemTime),
     opts: SupervisorOptions,
+    prometheus: Option<PrometheusHost>,
 }
 
 impl Lab {
@@ -204,6 +233,10 @@ impl Lab {
         watch_stop_requests(&events_tx, self.opts.exit_on_stdin_eof)?;
         let listener = crate::forward::into_tokio(listener)?;
         tokio::spawn(crate::forward::serve(listener, inside(APISERVER_PORT)));
+        if let Some(listener) = self.prometheus.as_mut().and_then(|p| p.listener.take()) {
+            let listener = crate::forward::into_tokio(listener)?;
+            tokio::spawn(crate::forward::serve(listener, SocketAddr::V4(crate::prometheus::LISTEN_ADDR)));
+        }
 
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let mut children = Children::new(events_tx.clone());
@@ -240,6 +273,23 @@ impl Lab {
         let inside_kubeconfig = l.inside_kubeconfig();
         race(events, children, wait_for_readyz(&inside_kubeconfig, timeout)).await?;
 
+        // Started before the controllers so that its start-up overlaps theirs; stopped before the apiserver.
+        if let Some(prometheus) = &self.prometheus {
+            // Discovery first, so that Prometheus' first refresh finds it listening.
+            let sd = crate::prometheus::sd::SD_ADDR;
+            let listener =
+                tokio::net::TcpListener::bind(sd).await.map_err(|e| LabError::io("listen on", sd.to_string(), e))?;
+            let (kubeconfig, shutdown, events_tx) = (inside_kubeconfig.clone(), shutdown.clone(), events_tx.clone());
+            tokio::spawn(async move {
+                if let Err(err) = crate::prometheus::sd::serve(kubeconfig, listener, shutdown).await {
+                    let (name, detail) = ("prometheus-discovery".to_owned(), err.to_string());
+                    let _ = events_tx.send(Event::AgentFailed(LabError::Agent { name, detail }));
+                }
+            });
+            let args = crate::prometheus::prepare(&l.prometheus_dir())?;
+            children.spawn("prometheus", &prometheus.bin, &args, &l.log("prometheus"))?;
+        }
+
         let etc = l.etc_dir();
         let cm_args = controller_manager_args(&etc.join("controller-manager.kubeconfig"), &self.pki);
         children.spawn(
@@ -251,6 +301,9 @@ impl Lab {
         let sched_args = scheduler_args(&etc.join("scheduler.kubeconfig"));
         children.spawn("kube-scheduler", &b.kube_scheduler, &sched_args, &l.log("kube-scheduler"))?;
         race(events, children, wait_for_controllers(&inside_kubeconfig, timeout)).await?;
+        if self.prometheus.is_some() {
+            race(events, children, crate::prometheus::wait_ready(timeout)).await?;
+        }
 
         self.announce_ready(children)?;
 
@@ -308,6 +361,7 @@ impl Lab {
                 NamespaceKind::User => "user".into(),
             },
             children: children.pids(),
+            prometheus: self.prometheus.as_ref().map(PrometheusHost::url),
         };
         state.write(&l.state_file())?;
         pki::write_file(&l.ready_file(), b"", 0o644)?;
@@ -394,6 +448,14 @@ fn lock_dir(l: &LabLayout) -> Result<Flock<std::fs::File>, LabError> {
         Err((_, nix::errno::Errno::EWOULDBLOCK)) => Err(LabError::DirLocked { dir: l.root().to_path_buf() }),
         Err((_, source)) => Err(LabError::Sys { action: "flock(supervisor.lock)", source }),
     }
+}
+
+/// Binds a listener on `127.0.0.1:0` (call before unsharing: it stays in the host namespace).
+fn bind_host_listener() -> Result<(std::net::TcpListener, u16), LabError> {
+    let host = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0));
+    let listener = std::net::TcpListener::bind(host).map_err(|e| LabError::io("listen on", "127.0.0.1:0", e))?;
+    let port = listener.local_addr().map_err(|e| LabError::io("inspect", "the host listener", e))?.port();
+    Ok((listener, port))
 }
 
 /// Opens the current (host) network namespace, to be kept across the unshare. The descriptor is

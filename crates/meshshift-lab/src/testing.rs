@@ -33,7 +33,8 @@ pub const KEEP_ENV: &str = "MESHSHIFT_LAB_KEEP";
 pub const TMPDIR_ENV: &str = "MESHSHIFT_LAB_TMPDIR";
 /// Component logs whose tails are quoted when start-up fails (etcd last: its JSON lines are long and it is
 /// rarely the culprit).
-const LOGS: [&str; 5] = ["supervisor", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "etcd"];
+const LOGS: [&str; 6] =
+    ["supervisor", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "prometheus", "etcd"];
 /// Lines quoted per log, and characters per line.
 const TAIL_LINES: usize = 20;
 const TAIL_WIDTH: usize = 400;
@@ -201,6 +202,7 @@ impl TestCluster {
                 startup_ms: 0,
                 namespace: String::new(),
                 children: Default::default(),
+                prometheus: None,
             },
             startup: Duration::ZERO,
         };
@@ -246,13 +248,19 @@ impl TestCluster {
         &self.ready.apiserver
     }
 
+    /// `http://127.0.0.1:<port>`: the lab's Prometheus as seen from the host, when the lab was started with
+    /// [`LabOptions::prometheus`] (see [`crate::prometheus`]).
+    pub fn prometheus_url(&self) -> Option<&str> {
+        self.state.prometheus.as_deref()
+    }
+
     /// The lab directory (removed on drop unless `MESHSHIFT_LAB_KEEP` is set).
     pub fn dir(&self) -> &Path {
         self.layout.root()
     }
 
     /// The log of component `name` (`etcd`, `kube-apiserver`, `kube-controller-manager`, `kube-scheduler`,
-    /// `supervisor`).
+    /// `prometheus`, `supervisor`).
     pub fn log_path(&self, name: &str) -> PathBuf {
         self.layout.log(name)
     }

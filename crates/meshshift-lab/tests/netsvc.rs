@@ -25,7 +25,7 @@ use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
 fn start_lab(propagation_delay: Duration) -> TestCluster {
-    let opts = LabOptions { nodes: 0, services: true, propagation_delay };
+    let opts = LabOptions { nodes: 0, services: true, propagation_delay, ..Default::default() };
     TestCluster::start_lab(&example_supervisor(), &opts).unwrap_or_else(|err| panic!("{err}"))
 }
 

@@ -25,6 +25,6 @@ pub mod target;
 pub use buckets::{Bucket, FailureWindow, Latency, RevisionShare, Summary, bucketize, summarize};
 pub use config::{ProbeConfig, ProbeError, parse_duration, parse_header};
 pub use record::{ErrorKind, Record};
-pub use run::{ProbeHandle, ProbeResult, ProbeSnapshot, Prober, Stopper};
+pub use run::{ProbeHandle, ProbeResult, ProbeSnapshot, Prober, Stopper, Window};
 pub use schedule::{Schedule, Slot};
 pub use target::{Target, is_allowed_host};

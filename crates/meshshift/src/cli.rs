@@ -78,13 +78,15 @@ pub enum Command {
     /// Compute the blue/green upgrade plan to a version (reads the cluster, changes nothing).
     Plan(PlanArgs),
     /// Execute an upgrade plan step by step: journaled, gated, resumable, reversible.
-    Apply(ApplyArgs),
+    Apply(Box<ApplyArgs>),
     /// Continue an interrupted apply (or rollback) from its journal.
     Resume(ContinueArgs),
     /// Undo an apply's completed steps in reverse order, restoring every prior value.
     Rollback(ContinueArgs),
     /// Send HTTP requests at a constant rate (open loop) and record every one (loopback and lab addresses only).
     Probe(ProbeArgs),
+    /// Write report.json and a self-contained report.html for a run directory written by apply.
+    Report(ReportArgs),
     /// The lab: a real Kubernetes control plane on this machine.
     #[command(subcommand)]
     Lab(LabCommand),
@@ -202,6 +204,48 @@ pub struct RunArgs {
     /// continues from there.
     #[arg(long, value_name = "STEP")]
     pub until: Option<String>,
+    /// Probe this URL (repeatable; loopback or lab addresses only, e.g. the LoadBalancer's) while the run
+    /// works, and gate every step on what it sees.
+    #[arg(long = "probe", value_name = "URL")]
+    pub probe: Vec<String>,
+    /// Requests per second of the probe.
+    #[arg(long, default_value_t = 50.0, value_name = "PER_SECOND")]
+    pub probe_rate: f64,
+    /// Largest share of probe requests that may fail during a step (0: none).
+    #[arg(long, default_value_t = 0.0, value_name = "RATIO")]
+    pub error_budget: f64,
+    /// Highest p99 latency allowed during a step, in milliseconds.
+    #[arg(long, value_name = "MS")]
+    pub p99_ceiling_ms: Option<u64>,
+    /// Fewest probe requests a step must see before its traffic gate can pass.
+    #[arg(long, default_value_t = 20)]
+    pub min_requests: u64,
+    /// Also gate on Prometheus at this URL (loopback or lab address): the 5xx share of
+    /// istio_requests_total reported by the gateways, over --prometheus-window seconds.
+    #[arg(long, value_name = "URL")]
+    pub prometheus: Option<String>,
+    /// Largest 5xx share Prometheus may report during a step.
+    #[arg(long, default_value_t = 0.0, value_name = "RATIO")]
+    pub prometheus_error_ratio: f64,
+    /// The Prometheus gate's window, in seconds.
+    #[arg(long, default_value_t = 10, value_name = "SECONDS")]
+    pub prometheus_window: u64,
+    /// What a breached traffic gate does: roll the run back, or stop and leave the decision to you.
+    #[arg(long, value_enum, default_value_t = OnBreach::Rollback)]
+    pub on_breach: OnBreach,
+    /// Where the run's record (plan, timeline, requests, report) is written
+    /// (default: ./meshshift-runs/<time>-<command>).
+    #[arg(long, value_name = "DIR")]
+    pub run_dir: Option<PathBuf>,
+}
+
+/// What a breached traffic gate does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OnBreach {
+    /// Undo every completed step, last first (the current step first).
+    Rollback,
+    /// Stop where it is; `resume` or `rollback` later.
+    Pause,
 }
 
 /// `meshshift apply`.
@@ -274,6 +318,15 @@ fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     meshshift_probe::parse_duration(s).map_err(|e| e.to_string())
 }
 
+/// `meshshift report`.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// The run directory `apply` wrote (plan.json, timeline.jsonl, and the probe's records when traffic was
+    /// measured); report.json and report.html are written into it.
+    #[arg(value_name = "RUN_DIR")]
+    pub dir: PathBuf,
+}
+
 /// `meshshift lab ...`.
 #[derive(Debug, Subcommand)]
 pub enum LabCommand {
@@ -289,6 +342,9 @@ pub enum LabCommand {
     InstallIstio(InstallIstioArgs),
     /// Install bookinfo into the lab.
     InstallBookinfo(InstallBookinfoArgs),
+    /// The demo: a lab, Istio A behind a LoadBalancer, bookinfo, steady traffic, the full blue/green
+    /// upgrade to B, and its report. Fails if any request failed.
+    Demo(LabDemoArgs),
     /// Run a lab control plane in the foreground (used by `lab up` and by tests).
     #[command(hide = true)]
     Supervise(SuperviseArgs),
@@ -315,6 +371,9 @@ pub struct SuperviseArgs {
     /// Delay before Service and Endpoints changes reach the forwarders, in milliseconds.
     #[arg(long, default_value_t = 1000)]
     pub propagation_delay_ms: u64,
+    /// Run Prometheus in the lab.
+    #[arg(long)]
+    pub prometheus: bool,
 }
 
 /// The lab directory.
@@ -337,6 +396,38 @@ pub struct LabUpArgs {
     /// Delay before Service and Endpoints changes reach the forwarders, in milliseconds (kube-proxy lag).
     #[arg(long, default_value_t = 1000)]
     pub propagation_delay_ms: u64,
+    /// Also run Prometheus (Debian's package) scraping the emulated proxies every second.
+    #[arg(long)]
+    pub prometheus: bool,
+}
+
+/// `meshshift lab demo`.
+#[derive(Debug, Args)]
+pub struct LabDemoArgs {
+    /// The lab directory.
+    #[command(flatten)]
+    pub dir: LabDirArgs,
+    /// The Istio version installed first.
+    #[arg(long, default_value = "1.9.7")]
+    pub from: String,
+    /// The Istio version upgraded to.
+    #[arg(long, default_value = "1.10.6")]
+    pub to: String,
+    /// Requests per second through the LoadBalancer during the upgrade.
+    #[arg(long, default_value_t = 200.0)]
+    pub rate: f64,
+    /// Emulated nodes.
+    #[arg(long, default_value_t = 3)]
+    pub nodes: u32,
+    /// Seconds blue keeps serving after the switch.
+    #[arg(long, default_value_t = 10)]
+    pub soak_seconds: u64,
+    /// Where the run record and report go (default: ./meshshift-runs/<time>-demo-<from>-to-<to>).
+    #[arg(long, value_name = "DIR")]
+    pub run_dir: Option<PathBuf>,
+    /// Keep the lab running afterwards.
+    #[arg(long)]
+    pub keep: bool,
 }
 
 /// `meshshift lab install-istio`.

@@ -147,7 +147,17 @@ pub fn find_subject(snapshot: &ClusterSnapshot, request: &PlanRequest) -> Result
     let tag_namespaces: Vec<String> = report
         .namespaces
         .iter()
-        .filter(|n| matches!(&n.mode, InjectionMode::Revision(v) if tags.contains(v)))
+        .filter(|n| match &n.mode {
+            InjectionMode::Revision(v) => tags.contains(v),
+            // istio-injection=enabled is served by the `default` tag when the source has one: the namespace
+            // moves with that tag instead of being pinned to a revision.
+            InjectionMode::IstioInjection(v) => {
+                v == "enabled"
+                    && tags.iter().any(|t| t == "default")
+                    && n.injected_by.as_deref() == Some(source.revision.as_str())
+            }
+            InjectionMode::None => false,
+        })
         .map(|n| n.name.clone())
         .collect();
     let namespaces = match &request.namespaces {
@@ -160,13 +170,19 @@ pub fn find_subject(snapshot: &ClusterSnapshot, request: &PlanRequest) -> Result
             list.clone()
         }
         None => {
-            let selector =
-                request.namespace_selector.as_deref().map(parse_selector).transpose().map_err(PlanError::NamespaceSelector)?;
+            let selector = request
+                .namespace_selector
+                .as_deref()
+                .map(parse_selector)
+                .transpose()
+                .map_err(PlanError::NamespaceSelector)?;
             let labels_of = |name: &str| snapshot.namespaces.iter().find(|n| n.name == name).map(|n| n.labels.clone());
             report
                 .namespaces
                 .iter()
-                .filter(|n| n.injected_by.as_deref() == Some(source.revision.as_str()) && !tag_namespaces.contains(&n.name))
+                .filter(|n| {
+                    n.injected_by.as_deref() == Some(source.revision.as_str()) && !tag_namespaces.contains(&n.name)
+                })
                 .filter(|n| selector.as_ref().is_none_or(|s| s.matches(&labels_of(&n.name).unwrap_or_default())))
                 .map(|n| n.name.clone())
                 .collect()

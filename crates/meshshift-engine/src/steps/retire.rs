@@ -104,7 +104,11 @@ pub async fn prior(ctx: &Ctx, step: &Step, revision: &str) -> Result<Vec<Change>
 pub async fn apply(ctx: &Ctx, prior: &[Change]) -> Result<(), EngineError> {
     if let Some(soak) = ctx.options.soak {
         ctx.detail(format!("soaking {} s before removing the old revision", soak.as_secs()));
-        tokio::time::sleep(soak).await;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        ctx.soak(soak, now).await?;
     }
     write(ctx, prior).await
 }

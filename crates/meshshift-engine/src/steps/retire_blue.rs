@@ -14,6 +14,10 @@ use crate::context::Ctx;
 use crate::error::EngineError;
 use crate::gates::rollout::wait_workload;
 
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
 fn deployment(r: &str) -> Result<ObjectRef, EngineError> {
     r.parse().map_err(|e: meshshift_core::fields::FieldError| EngineError::Invalid(e.to_string()))
 }
@@ -37,7 +41,7 @@ pub async fn apply(ctx: &Ctx, soak_seconds: u64, prior: &[Change]) -> Result<(),
     if Field::Replicas.read(&d).as_deref() != Some("0") {
         let soak = ctx.options.soak.unwrap_or(Duration::from_secs(soak_seconds));
         ctx.detail(format!("soaking {} s with blue still serving", soak.as_secs()));
-        tokio::time::sleep(soak).await;
+        ctx.soak(soak, now_ms()).await?;
     }
     write(ctx, prior).await?;
     ctx.detail(format!("waiting for {r}'s pods to drain"));

@@ -69,7 +69,7 @@ pub async fn prior(ctx: &Ctx, step: &Step, tag: &str) -> Result<Vec<Change>, Eng
     let ca = target_hooks
         .iter()
         .flat_map(|h| h["webhooks"].as_array().cloned().unwrap_or_default())
-        .find_map(|w| w["clientConfig"]["caBundle"].as_str().map(str::to_owned));
+        .find_map(|w| w["clientConfig"]["caBundle"].as_str().filter(|s| !s.is_empty()).map(str::to_owned));
     let mut changes = vec![object_change(ctx, &r, Some(&repoint(ctx, &hook, ca.as_deref()))).await?];
     if tag == "default" {
         for v in ctx.objects.list("ValidatingWebhookConfiguration", None, "").await? {
@@ -78,7 +78,13 @@ pub async fn prior(ctx: &Ctx, step: &Step, tag: &str) -> Result<Vec<Change>, Eng
                 .into_iter()
                 .flatten()
                 .any(|w| w["clientConfig"]["service"]["name"] == json!(istiod(&ctx.plan.from_revision)));
-            if points_at_source && let Some(vr) = ObjectRef::of(&v) {
+            // A revision's own validator (`istio-validator-<rev>-<ns>`) stays with its revision, as
+            // `istioctl tag set default` leaves it; only the default validator follows the tag.
+            let per_revision = v["metadata"]["name"].as_str().is_some_and(|n| n.starts_with("istio-validator-"));
+            if points_at_source
+                && !per_revision
+                && let Some(vr) = ObjectRef::of(&v)
+            {
                 changes.push(object_change(ctx, &vr, Some(&repoint(ctx, &v, ca.as_deref()))).await?);
             }
         }

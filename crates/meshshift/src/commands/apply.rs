@@ -5,11 +5,18 @@ use std::time::Duration;
 
 use meshshift_core::plan::{Plan, plan};
 use meshshift_engine::run::{describe, is_over};
-use meshshift_engine::{EngineError, Options, Outcome, Run};
+use meshshift_engine::{EngineError, Options, Outcome, Run, TrafficGate, TrafficVerdict};
 use meshshift_kube::journal_store::JournalStore;
 
-use super::progress::StepsProgress;
-use crate::cli::{ApplyArgs, ContinueArgs, RunArgs};
+use std::path::PathBuf;
+
+use meshshift_core::slo::Slo;
+use meshshift_probe::{ProbeConfig, ProbeHandle, Prober};
+use serde_json::json;
+
+use super::recorder::{Recorder, now_ms};
+use super::traffic::{ProberGate, PrometheusGate};
+use crate::cli::{ApplyArgs, ContinueArgs, OnBreach, RunArgs};
 use crate::exit::Code;
 
 /// `user@host pid N`: who holds the run lock, as a second run is told.
@@ -53,35 +60,202 @@ fn read_plan(path: &std::path::Path) -> Result<Plan, String> {
         .map_err(|e| format!("--plan {}: not a meshshift plan: {e}", path.display()))
 }
 
-/// Drives a run to its end with a live view; Ctrl-C stops it, leaving the journal to resume from.
-async fn drive(mut run: Run, rollback: bool, until: Option<&str>) -> Code {
-    let outcome = tokio::select! {
+/// The probe that measures traffic while a run works.
+struct Traffic {
+    handle: Arc<ProbeHandle>,
+    urls: Vec<String>,
+    rate: f64,
+}
+
+fn start_traffic(args: &RunArgs) -> Result<Option<Traffic>, String> {
+    if args.probe.is_empty() {
+        return Ok(None);
+    }
+    let config = ProbeConfig::new(args.probe.clone(), args.probe_rate);
+    let handle = Prober::start(config).map_err(|e| format!("--probe: {e}"))?;
+    Ok(Some(Traffic { handle: Arc::new(handle), urls: args.probe.clone(), rate: args.probe_rate }))
+}
+
+/// Before the first change: the probed service must already be healthy (`min_requests` in a row without
+/// a failure), or the gates would blame the upgrade for what was broken before it. Waits up to 60 s.
+async fn baseline(traffic: &Traffic, min_requests: u64) -> Result<(), String> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut since = now_ms();
+    let mut last = String::new();
+    loop {
+        let w = traffic.handle.window(since);
+        if w.failed > 0 {
+            last = format!(
+                "{} of {} requests failed (first: {})",
+                w.failed,
+                w.ok + w.failed,
+                w.first_failure.unwrap_or_default()
+            );
+            since = now_ms();
+        } else if w.ok >= min_requests.max(1) {
+            return Ok(());
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(format!(
+                "the probed service is not healthy before any change ({}); fix it first, nothing was changed",
+                if last.is_empty() { "no answers".to_owned() } else { last }
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The traffic gates of a run: the prober's (with `--probe`) and Prometheus' (with `--prometheus`).
+fn gates(traffic: Option<&Traffic>, args: &RunArgs) -> Vec<Arc<dyn TrafficGate>> {
+    let mut gates: Vec<Arc<dyn TrafficGate>> = Vec::new();
+    if let Some(t) = traffic {
+        gates.push(Arc::new(ProberGate { handle: t.handle.clone(), slo: slo(args) }));
+    }
+    if let Some(url) = &args.prometheus {
+        let window = Duration::from_secs(args.prometheus_window);
+        let gate = meshshift_prom::PromGate::new(args.prometheus_error_ratio, 0.5, window);
+        gates.push(Arc::new(PrometheusGate { url: url.clone(), gate }));
+    }
+    gates
+}
+
+/// Before the first change every gate must pass on its own (Prometheus: its window holds no errors left
+/// from before); waits up to 60 s for them to agree, else refuses.
+async fn gates_clear(gates: &[Arc<dyn TrafficGate>]) -> Result<(), String> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    for gate in gates.iter().filter(|g| g.name() != "prober") {
+        loop {
+            let verdict = gate.check(now_ms()).await;
+            match verdict {
+                TrafficVerdict::Pass(_) => break,
+                TrafficVerdict::NotEnough(why) | TrafficVerdict::Breach(why)
+                    if std::time::Instant::now() >= deadline =>
+                {
+                    return Err(format!(
+                        "{}: {why}; users are not served well before any change, nothing was changed",
+                        gate.name()
+                    ));
+                }
+                _ => tokio::time::sleep(Duration::from_millis(500)).await,
+            }
+        }
+    }
+    Ok(())
+}
+
+fn slo(args: &RunArgs) -> Slo {
+    Slo {
+        max_failure_ratio: args.error_budget,
+        p99_ceiling_us: args.p99_ceiling_ms.map(|ms| ms.saturating_mul(1000)),
+        min_requests: args.min_requests,
+    }
+}
+
+/// The default record directory: `./meshshift-runs/<UTC time>-<command>`.
+fn run_dir(args: &RunArgs, command: &str) -> PathBuf {
+    args.run_dir.clone().unwrap_or_else(|| {
+        let t = k8s_openapi::jiff::Timestamp::now().strftime("%Y%m%dT%H%M%SZ").to_string();
+        PathBuf::from("meshshift-runs").join(format!("{t}-{command}"))
+    })
+}
+
+/// Drives a run to its end with a live view and a record; Ctrl-C stops it, leaving the journal to resume
+/// from. A breached traffic gate rolls back (or pauses, with `--on-breach pause`).
+async fn drive(
+    mut run: Run,
+    recorder: Arc<Recorder>,
+    traffic: Option<Traffic>,
+    args: &RunArgs,
+    rollback: bool,
+) -> Code {
+    let started = now_ms();
+    for gate in gates(traffic.as_ref(), args) {
+        run.add_traffic_gate(gate);
+    }
+    let until = args.until.as_deref();
+    let mut outcome = tokio::select! {
         r = async { if rollback { run.rollback().await } else { run.forward(until).await } } => r,
         _ = tokio::signal::ctrl_c() => Err(EngineError::Interrupted),
     };
+    let mut breach = None;
+    if let Err(EngineError::Breach { step, detail }) = &outcome {
+        recorder.event("breach", detail);
+        recorder.progress.println(&format!("traffic gate breached in {step}: {detail}"));
+        breach = Some(format!("step {step}: {detail}"));
+        if args.on_breach == OnBreach::Rollback {
+            recorder.progress.println("rolling back");
+            outcome = tokio::select! {
+                r = run.rollback() => r,
+                _ = tokio::signal::ctrl_c() => Err(EngineError::Interrupted),
+            };
+        }
+    }
+    if let Err(e) = &outcome {
+        recorder.event("failed", &e.to_string());
+    }
     let released = run.finish().await;
-    match outcome {
-        Ok(Outcome::Finished) => {
-            eprintln!("upgrade finished");
-            if let Err(e) = released {
-                eprintln!("warning: {e}");
-            }
-            Code::Ok
+    recorder.progress.finish();
+    let (name, code, error) = match (&outcome, &breach) {
+        (Ok(Outcome::RolledBack), Some(b)) => {
+            ("rolled-back", Code::RunFailed, Some(format!("traffic gate breached: {b}")))
         }
-        Ok(Outcome::Paused) => {
-            eprintln!(
-                "paused after {}: `meshshift resume` continues, `meshshift rollback` undoes",
-                until.unwrap_or_default()
-            );
-            Code::Ok
+        (Ok(Outcome::Finished), _) => ("finished", Code::Ok, None),
+        (Ok(Outcome::Paused), _) => ("paused", Code::Ok, None),
+        (Ok(Outcome::RolledBack), None) => ("rolled-back", Code::Ok, None),
+        (Err(e), _) => ("failed", code_of(e), Some(e.to_string())),
+    };
+    match (&outcome, &breach) {
+        (Ok(Outcome::Finished), _) => eprintln!("upgrade finished"),
+        (Ok(Outcome::Paused), _) => eprintln!(
+            "paused after {}: `meshshift resume` continues, `meshshift rollback` undoes",
+            until.unwrap_or_default()
+        ),
+        (Ok(Outcome::RolledBack), Some(b)) => {
+            eprintln!("error: traffic gate breached ({b}); rolled back every touched step")
         }
-        Ok(Outcome::RolledBack) => {
-            eprintln!("rolled back: every touched step undone");
-            Code::Ok
+        (Ok(Outcome::RolledBack), None) => eprintln!("rolled back: every touched step undone"),
+        (Err(e), _) => eprintln!("error: {e}"),
+    }
+    if let Err(e) = released {
+        eprintln!("warning: {e}");
+    }
+    finish_record(&recorder, traffic, started, name, error).await;
+    code
+}
+
+/// Stops the probe and writes the rest of the record (probe.json, requests.jsonl, outcome.json).
+async fn finish_record(
+    recorder: &Recorder,
+    traffic: Option<Traffic>,
+    started: u64,
+    outcome: &str,
+    error: Option<String>,
+) {
+    if let Some(t) = traffic {
+        match Arc::try_unwrap(t.handle) {
+            Ok(handle) => match handle.stop().await {
+                Ok(result) => {
+                    let summary = serde_json::to_value(&result.summary).unwrap_or_default();
+                    let probe = json!({"started_unix_ms": result.started_unix_ms, "urls": t.urls, "rate": t.rate, "summary": summary});
+                    let _ = recorder.write_json("probe.json", &probe);
+                    if let Ok(f) = std::fs::File::create(recorder.dir().join("requests.jsonl")) {
+                        let _ = result.write_jsonl(std::io::BufWriter::new(f));
+                    }
+                    eprintln!("{} requests, {} failed", result.summary.total, result.summary.failed);
+                }
+                Err(e) => eprintln!("warning: the probe did not finish cleanly: {e}"),
+            },
+            Err(_) => eprintln!("warning: the probe is still shared; its record is incomplete"),
         }
+    }
+    let _ = recorder.write_json(
+        "outcome.json",
+        &json!({"outcome": outcome, "error": error, "started_unix_ms": started, "ended_unix_ms": now_ms()}),
+    );
+    match meshshift_report::write(recorder.dir()) {
+        Ok((json, html)) => eprintln!("report: {} ({})", html.display(), json.display()),
         Err(e) => {
-            eprintln!("error: {e}");
-            code_of(&e)
+            eprintln!("warning: the report could not be written: {e}; run record in {}", recorder.dir().display())
         }
     }
 }
@@ -162,18 +336,44 @@ pub async fn apply(args: ApplyArgs) -> Code {
         eprintln!("dry run: the plan is valid against the cluster; nothing was changed");
         return Code::Ok;
     }
-    let progress = Arc::new(StepsProgress::new(plan.steps.len()));
-    let run = match Run::start(client, plan, options(&args.run, &args.cluster), progress.clone()).await {
+    let dir = run_dir(&args.run, "apply");
+    let recorder = match Recorder::create(&dir, &plan) {
+        Ok(r) => Arc::new(r),
+        Err(e) => {
+            eprintln!("error: --run-dir {}: {e}", dir.display());
+            return Code::Usage;
+        }
+    };
+    let traffic = match start_traffic(&args.run) {
+        Ok(t) => t,
+        Err(e) => {
+            recorder.progress.finish();
+            eprintln!("error: {e}");
+            return Code::Usage;
+        }
+    };
+    if let Some(t) = &traffic {
+        recorder.progress.println("checking that the probed service is healthy before any change");
+        if let Err(e) = baseline(t, args.run.min_requests).await {
+            recorder.progress.finish();
+            eprintln!("error: {e}");
+            return Code::RunFailed;
+        }
+    }
+    if let Err(e) = gates_clear(&gates(traffic.as_ref(), &args.run)).await {
+        recorder.progress.finish();
+        eprintln!("error: {e}");
+        return Code::RunFailed;
+    }
+    let run = match Run::start(client, plan, options(&args.run, &args.cluster), recorder.clone()).await {
         Ok(r) => r,
         Err(e) => {
-            progress.finish();
+            recorder.progress.finish();
             eprintln!("error: {e}");
             return code_of(&e);
         }
     };
-    let code = drive(run, false, args.run.until.as_deref()).await;
-    progress.finish();
-    code
+    drive(run, recorder, traffic, &args.run, false).await
 }
 
 async fn continue_run(args: ContinueArgs, rollback: bool) -> Code {
@@ -181,20 +381,49 @@ async fn continue_run(args: ContinueArgs, rollback: bool) -> Code {
         Ok(c) => c,
         Err(code) => return code,
     };
-    let progress = Arc::new(StepsProgress::new(0));
-    let run = match Run::open(client, options(&args.run, &args.cluster), progress.clone()).await {
+    // The record needs the plan before the run opens: read it from the journal.
+    let plan = match JournalStore::new(&client, &args.run.state_namespace).load().await {
+        Ok(Some(s)) => s.plan,
+        Ok(None) => {
+            let e = EngineError::NoRun(args.run.state_namespace.clone());
+            eprintln!("error: {e}");
+            return code_of(&e);
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Code::Cluster;
+        }
+    };
+    let dir = run_dir(&args.run, if rollback { "rollback" } else { "resume" });
+    let recorder = match Recorder::create(&dir, &plan) {
+        Ok(r) => Arc::new(r),
+        Err(e) => {
+            eprintln!("error: --run-dir {}: {e}", dir.display());
+            return Code::Usage;
+        }
+    };
+    let traffic = match start_traffic(&args.run) {
+        Ok(t) => t,
+        Err(e) => {
+            recorder.progress.finish();
+            eprintln!("error: {e}");
+            return Code::Usage;
+        }
+    };
+    let run = match Run::open(client, options(&args.run, &args.cluster), recorder.clone()).await {
         Ok(r) => r,
         Err(e) => {
-            progress.finish();
+            recorder.progress.finish();
             eprintln!("error: {e}");
             return code_of(&e);
         }
     };
-    eprintln!("{} run: {}", if rollback { "rolling back the" } else { "resuming the" }, describe_run(&run));
-    progress.set_len(run.plan().steps.len());
-    let code = drive(run, rollback, args.run.until.as_deref()).await;
-    progress.finish();
-    code
+    recorder.progress.println(&format!(
+        "{} run: {}",
+        if rollback { "rolling back the" } else { "resuming the" },
+        describe_run(&run)
+    ));
+    drive(run, recorder, traffic, &args.run, rollback).await
 }
 
 fn describe_run(run: &Run) -> String {

@@ -5,7 +5,10 @@ pub mod lab;
 pub mod plan;
 pub mod probe;
 pub mod progress;
+pub mod recorder;
+pub mod report;
 pub mod status;
+pub mod traffic;
 
 use std::process::ExitCode;
 
@@ -28,10 +31,11 @@ pub async fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Status(args) => status::run(args).await.into(),
         Command::Plan(args) => plan::run(args).await.into(),
-        Command::Apply(args) => apply::apply(args).await.into(),
+        Command::Apply(args) => apply::apply(*args).await.into(),
         Command::Resume(args) => apply::resume(args).await.into(),
         Command::Rollback(args) => apply::rollback(args).await.into(),
         Command::Probe(args) => probe::run(args).await.into(),
+        Command::Report(args) => report::run(&args).into(),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "meshshift", &mut std::io::stdout());
             Code::Ok.into()

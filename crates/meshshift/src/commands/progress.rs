@@ -24,9 +24,13 @@ impl StepsProgress {
         Self { bar }
     }
 
-    /// Sets the number of steps.
-    pub fn set_len(&self, steps: usize) {
-        self.bar.set_length(steps as u64);
+    /// Prints a line above the bar.
+    pub fn println(&self, line: &str) {
+        if self.bar.is_hidden() {
+            eprintln!("{line}");
+        } else {
+            self.bar.println(line);
+        }
     }
 
     /// Removes the bar.

@@ -54,6 +54,8 @@ pub fn meshshift_with_env(args: &[&str], env: &[(&str, &str)]) -> Run {
         .args(args)
         .env_remove("KUBECONFIG")
         .envs(env.iter().copied())
+        // Run records (`meshshift-runs/`) land in cargo's scratch directory, not the source tree.
+        .current_dir(env!("CARGO_TARGET_TMPDIR"))
         .output()
         .expect("run meshshift");
     Run {

@@ -31,6 +31,7 @@ pub async fn up(args: &LabUpArgs) -> anyhow::Result<Code> {
         nodes: args.nodes,
         services: true,
         propagation_delay: Duration::from_millis(args.propagation_delay_ms),
+        prometheus: args.prometheus,
     };
     let bar = spinner("starting the lab");
     let progress_bar = bar.clone();
@@ -75,6 +76,9 @@ pub async fn status(args: &LabDirArgs) -> anyhow::Result<Code> {
     };
     println!("lab running in {} (supervisor pid {}, namespace mode {})", dir.display(), state.pid, state.namespace);
     println!("apiserver: {}", state.apiserver);
+    if let Some(prometheus) = &state.prometheus {
+        println!("prometheus: {prometheus}");
+    }
     let client = super::client(args).await?;
     let nodes: Api<Node> = Api::all(client);
     for n in nodes.list(&ListParams::default()).await?.items {
@@ -102,17 +106,11 @@ pub fn env(args: &LabDirArgs) -> anyhow::Result<Code> {
     print_env(&dir, &state)
 }
 
-/// Shell exports for a running lab: its kubeconfig and, once a LoadBalancer serves HTTP, the host address
-/// of the first one (the lab's ingress).
+/// Shell exports for a running lab: its kubeconfig, once a LoadBalancer serves HTTP the host address of the
+/// first one (the lab's ingress), and its Prometheus when it runs one.
 fn print_env(dir: &std::path::Path, state: &meshshift_lab::LabState) -> anyhow::Result<Code> {
-    println!("export KUBECONFIG={}", state.kubeconfig.display());
-    let lbs = LoadBalancers::read(dir)?;
-    if let Some(host) = lbs
-        .iter()
-        .filter(|l| l.port == 80 || l.port_name.as_deref().is_some_and(|n| n.starts_with("http")))
-        .find_map(|l| l.host)
-    {
-        println!("export MESHSHIFT_INGRESS=http://{host}");
+    for line in daemon::env_exports(dir, state)? {
+        println!("{line}");
     }
     Ok(Code::Ok)
 }

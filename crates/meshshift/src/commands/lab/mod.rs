@@ -1,5 +1,6 @@
 //! `meshshift lab ...`: the lab's lifecycle (up, down, status, env) and installs into it.
 
+mod demo;
 mod install;
 mod lifecycle;
 
@@ -18,6 +19,7 @@ pub async fn run(cmd: LabCommand) -> Code {
         LabCommand::Env(args) => lifecycle::env(&args),
         LabCommand::InstallIstio(args) => install::istio(&args).await,
         LabCommand::InstallBookinfo(args) => install::bookinfo(&args).await,
+        LabCommand::Demo(args) => demo::demo(&args).await,
         LabCommand::Supervise(_) => return Code::Usage,
     };
     match result {
@@ -52,8 +54,9 @@ pub fn supervise(args: &SuperviseArgs) -> ExitCode {
         nodes: args.nodes,
         services: args.services,
         propagation_delay: std::time::Duration::from_millis(args.propagation_delay_ms),
+        prometheus: args.prometheus,
     };
-    opts.agents = lab.agents();
+    lab.configure(&mut opts);
     match meshshift_lab::supervisor::run(opts) {
         Ok(()) => Code::Ok.into(),
         Err(e) => {
