@@ -17,6 +17,7 @@ pub mod model;
 pub mod path;
 pub mod plan;
 pub mod proxy;
+pub mod rbac;
 pub mod render;
 pub mod selector;
 pub mod slo;

@@ -73,6 +73,19 @@ pub enum PathError {
         /// The requested version.
         to: IstioVersion,
     },
+    /// The target is further ahead than any upgrade may span (see [`MAX_MINORS`]): a typo or a mis-read
+    /// version, refused before any hop is listed.
+    #[error(
+        "cannot plan an upgrade from {from} to {to}: that is {minors} minors ahead, and no upgrade spans more than {MAX_MINORS} (no Istio release is that far ahead); check the target version"
+    )]
+    TooFar {
+        /// The current version.
+        from: IstioVersion,
+        /// The requested version.
+        to: IstioVersion,
+        /// How many minors ahead it is (always more than [`MAX_MINORS`]).
+        minors: u32,
+    },
     /// The target is older than the current version.
     #[error(
         "cannot upgrade from {from} to the older {to}: downgrades are done by rolling back to the old revision (moving workloads back to it), not by upgrading"
@@ -85,35 +98,73 @@ pub enum PathError {
     },
 }
 
+/// The most minors one upgrade may span, hop by hop or skipped. Istio ships about four minors a year (1.0 in
+/// 2018, 1.28 in 2025), so a hundred minors is a quarter of a century of releases: a farther target is a
+/// typo or a mis-read version (`1.4294967295.0` parses), not an upgrade. Refusing it before any hop is
+/// listed also bounds the cost of a path: at most `MAX_MINORS` hops, whatever the input.
+pub const MAX_MINORS: u32 = 100;
+
+/// Checks that `to` is a forward upgrade of plausible distance from `from`, and returns the minor distance.
+fn distance(from: &IstioVersion, to: &IstioVersion) -> Result<u32, PathError> {
+    if from.major != to.major {
+        return Err(PathError::MajorChange { from: from.clone(), to: to.clone() });
+    }
+    if to < from {
+        return Err(PathError::Downgrade { from: from.clone(), to: to.clone() });
+    }
+    // `to >= from` within one major implies `to.minor >= from.minor`: the subtraction cannot wrap.
+    let minors = to.minor - from.minor;
+    if minors > MAX_MINORS {
+        return Err(PathError::TooFar { from: from.clone(), to: to.clone(), minors });
+    }
+    Ok(minors)
+}
+
+/// How many hops [`upgrade_path`] gives, computed arithmetically (nothing is listed): 0 for equal versions,
+/// 1 within a minor or with `allow_skip`, else `ceil(minor distance / step)`. Same refusals as
+/// [`upgrade_path`].
+pub fn hop_count(
+    from: &IstioVersion,
+    to: &IstioVersion,
+    mode: UpgradeMode,
+    allow_skip: bool,
+) -> Result<usize, PathError> {
+    let minors = distance(from, to)?;
+    Ok(if from == to {
+        0
+    } else if allow_skip {
+        1
+    } else {
+        // At most MAX_MINORS, so the conversion cannot fail on any platform Rust supports.
+        usize::try_from(minors.div_ceil(mode.max_minors_per_hop()).max(1)).unwrap_or(usize::MAX)
+    })
+}
+
 /// The supported hops from `from` to `to`.
 ///
 /// Empty when the versions are equal; one hop within a minor (patches and pre-releases can always be
 /// applied directly). Otherwise each hop advances the greatest number of minors `mode` allows, so the count
 /// is minimal (`ceil(minor distance / step)`) and the result deterministic; only the last hop may be
 /// shorter, and it ends exactly at `to`. With `allow_skip` a single hop straight to `to` is returned whatever
-/// the distance: the caller has chosen to take responsibility for an unsupported jump. Distance alone is
-/// never an error, but the result holds one hop per step, so callers should reject absurd minors first.
+/// the distance: the caller has chosen to take responsibility for an unsupported jump. A target more than
+/// [`MAX_MINORS`] ahead is refused ([`PathError::TooFar`]) with or without `allow_skip`, before any hop is
+/// built, so a path never holds more than `MAX_MINORS` hops.
 pub fn upgrade_path(
     from: &IstioVersion,
     to: &IstioVersion,
     mode: UpgradeMode,
     allow_skip: bool,
 ) -> Result<Vec<Hop>, PathError> {
-    if from.major != to.major {
-        return Err(PathError::MajorChange { from: from.clone(), to: to.clone() });
-    }
-    if from == to {
+    let count = hop_count(from, to, mode, allow_skip)?;
+    if count == 0 {
         return Ok(Vec::new());
     }
-    if to < from {
-        return Err(PathError::Downgrade { from: from.clone(), to: to.clone() });
-    }
     let step = mode.max_minors_per_hop();
-    let mut hops = Vec::new();
+    let mut hops = Vec::with_capacity(count);
     let mut current = from.clone();
     if !allow_skip {
-        // `to > from` within one major implies `to.minor >= from.minor`, and `minor` only grows while it stays
-        // more than `step` below `to.minor`, so neither the subtraction nor the addition can wrap.
+        // `to.minor >= from.minor` (checked by `hop_count`), and `minor` only grows while it stays more than
+        // `step` below `to.minor`, so neither the subtraction nor the addition can wrap.
         let mut minor = from.minor;
         while to.minor - minor > step {
             minor += step;
@@ -123,6 +174,7 @@ pub fn upgrade_path(
         }
     }
     hops.push(Hop { from: current, to: to.clone() });
+    debug_assert_eq!(hops.len(), count);
     Ok(hops)
 }
 
@@ -238,6 +290,41 @@ mod tests {
     }
 
     #[test]
+    fn absurd_targets_are_refused_before_any_hop_is_listed() {
+        let from = v("1.9.7");
+        for mode in [UpgradeMode::InPlace, UpgradeMode::Revision] {
+            for skip in [false, true] {
+                let far = upgrade_path(&from, &v("1.4294967295.0"), mode, skip).unwrap_err();
+                assert_eq!(
+                    far,
+                    PathError::TooFar { from: from.clone(), to: v("1.4294967295.0"), minors: 4_294_967_286 }
+                );
+                assert!(far.to_string().contains("4294967286 minors ahead"), "{far}");
+                assert!(far.to_string().contains("check the target version"), "{far}");
+                assert_eq!(hop_count(&from, &v("1.4294967295.0"), mode, skip), Err(far));
+            }
+        }
+        // Exactly MAX_MINORS ahead is still planned; one more is not.
+        let edge = IstioVersion::new(1, 9 + MAX_MINORS, 0);
+        assert_eq!(upgrade_path(&from, &edge, UpgradeMode::InPlace, false).unwrap().len(), MAX_MINORS as usize);
+        assert_eq!(upgrade_path(&from, &edge, UpgradeMode::Revision, false).unwrap().len(), 50);
+        let beyond = IstioVersion::new(1, 10 + MAX_MINORS, 0);
+        assert!(matches!(
+            upgrade_path(&from, &beyond, UpgradeMode::Revision, true),
+            Err(PathError::TooFar { minors, .. }) if minors == MAX_MINORS + 1
+        ));
+        // Downgrades and major changes keep their own errors, however far.
+        assert!(matches!(
+            upgrade_path(&v("1.900.0"), &from, UpgradeMode::Revision, false),
+            Err(PathError::Downgrade { .. })
+        ));
+        assert!(matches!(
+            upgrade_path(&from, &v("2.4294967295.0"), UpgradeMode::Revision, false),
+            Err(PathError::MajorChange { .. })
+        ));
+    }
+
+    #[test]
     fn mode_and_hop_serde() {
         assert_eq!(UpgradeMode::InPlace.to_string(), "in-place");
         assert_eq!(serde_json::to_string(&UpgradeMode::InPlace).unwrap(), "\"in-place\"");
@@ -298,8 +385,38 @@ mod tests {
             for pair in hops.windows(2) {
                 prop_assert_eq!(&pair[0].to, &pair[1].from);
             }
+            prop_assert_eq!(hop_count(&from, &to, mode, false), Ok(hops.len()));
+            prop_assert_eq!(hop_count(&from, &to, mode, true), Ok(1));
             let skip = upgrade_path(&from, &to, mode, true).unwrap();
             prop_assert_eq!(skip, vec![Hop { from, to }]);
+        }
+
+        /// Any minors at all, up to `u32::MAX`: the path is built only within `MAX_MINORS`, never holds more
+        /// hops than that, and `hop_count` agrees with it.
+        #[test]
+        fn paths_stay_bounded_for_any_minor(
+            a in any::<u32>(),
+            b in any::<u32>(),
+            near in 0u32..=2 * MAX_MINORS,
+            mode in mode(),
+            skip in any::<bool>(),
+        ) {
+            for (from, to) in [(a, b), (a, a.saturating_add(near))] {
+                let (from, to) = (IstioVersion::new(1, from, 0), IstioVersion::new(1, to, 0));
+                let path = upgrade_path(&from, &to, mode, skip);
+                prop_assert_eq!(path.as_ref().map(Vec::len).map_err(Clone::clone), hop_count(&from, &to, mode, skip));
+                match path {
+                    Ok(hops) => {
+                        prop_assert!(to.minor - from.minor <= MAX_MINORS);
+                        prop_assert!(hops.len() <= MAX_MINORS as usize);
+                    }
+                    Err(PathError::TooFar { minors, .. }) => {
+                        prop_assert!(minors > MAX_MINORS);
+                        prop_assert_eq!(minors, to.minor - from.minor);
+                    }
+                    Err(e) => prop_assert!(matches!(e, PathError::Downgrade { .. }) && to < from, "{}", e),
+                }
+            }
         }
 
         #[test]

@@ -1,7 +1,7 @@
 //! The planner over hand-built snapshots: step order, exact changes, assumptions, and every refusal.
 
 use meshshift_core::model::*;
-use meshshift_core::plan::{Action, PlanError, PlanRequest, SwitchStrategy, plan};
+use meshshift_core::plan::{Action, MissedGreen, PlanError, PlanRequest, SwitchStrategy, plan};
 use meshshift_core::selector::{LabelSelector, Labels, Operator, Requirement};
 
 fn labels(pairs: &[(&str, &str)]) -> Labels {
@@ -397,5 +397,226 @@ fn no_load_balancer_means_no_gateway_steps() {
     let p = plan(&s, &to("1.10.6")).expect("plan");
     assert!(
         p.steps.iter().all(|s| !matches!(s.action, Action::DeployGateway { .. } | Action::SwitchLoadBalancer { .. }))
+    );
+}
+
+/// The seed plus an installed `canary` revision (same version) with its own gateway beside blue's.
+fn seed_with_canary_gateway() -> ClusterSnapshot {
+    let mut s = seed();
+    s.workloads.push(istiod("canary", "1.9.7"));
+    s.workloads.push(gateway("istio-ingressgateway-canary", "canary", "1.9.7"));
+    s.mutating_webhooks.push(injector("canary"));
+    s
+}
+
+fn via(service: &str, version: &str) -> PlanRequest {
+    let mut req = to(version);
+    req.gateway_service = Some(service.into());
+    req
+}
+
+/// `--gateway-service` names a LoadBalancer in front of another revision's gateways: the blue gateways are
+/// the ones it selects, and they are not the source's, so there is no green to switch to. Refused, naming
+/// the LoadBalancer, the revision it serves and `--from`; never planned as a switch to a colour no gateway
+/// has.
+#[test]
+fn a_load_balancer_in_front_of_another_revision_is_refused() {
+    let mut s = seed_with_canary_gateway();
+    s.services = vec![lb(&[("istio", "ingressgateway"), ("version", "canary")])];
+    let err = plan(&s, &via("istio-ingress/ingress", "1.10.6")).expect_err("refused");
+    assert_eq!(
+        err,
+        PlanError::LoadBalancerNotOnSource {
+            service: "istio-ingress/ingress".into(),
+            from: "1-9-7".into(),
+            to: "1-10-6".into(),
+            serves: vec!["canary".into()],
+        }
+    );
+    let message = err.to_string();
+    for part in ["Service istio-ingress/ingress", "revision canary", "not of 1-9-7", "--from canary"] {
+        assert!(message.contains(part), "{part:?} missing from: {message}");
+    }
+    // Without --gateway-service no LoadBalancer is in front of 1-9-7's gateways: no gateway steps at all.
+    let p = plan(&s, &to("1.10.6")).expect("plan");
+    assert!(
+        !p.steps.iter().any(|s| matches!(s.action, Action::DeployGateway { .. } | Action::SwitchLoadBalancer { .. }))
+    );
+    // Upgrading the revision it does serve plans the switch, with a green cloned from canary's gateway.
+    let mut req = via("istio-ingress/ingress", "1.10.6");
+    req.from = Some("canary".into());
+    req.revision = Some(meshshift_core::version::Revision::parse("canary-next").expect("revision"));
+    let p = plan(&s, &req).expect("plan from canary");
+    assert_eq!(
+        &ids(&p)[..3],
+        ["01-install-control-plane", "02-deploy-gateway-istio-ingressgateway-canary-next", "03-switch-load-balancer"]
+    );
+}
+
+/// A LoadBalancer selecting the source's gateways and another revision's: switching it would quietly take
+/// the other revision's gateways out of service. Refused, with or without --gateway-service. Selecting the
+/// source's and the target's (a green deployed and widened to by hand) is planned: green exists, and the
+/// switch narrows to it.
+#[test]
+fn a_load_balancer_selecting_several_revisions_is_refused_unless_the_other_is_the_target() {
+    let mut s = seed_with_canary_gateway();
+    s.services = vec![lb(&[("istio", "ingressgateway")])];
+    for req in [to("1.10.6"), via("istio-ingress/ingress", "1.10.6")] {
+        let err = plan(&s, &req).expect_err("refused");
+        assert!(
+            matches!(&err, PlanError::LoadBalancerNotOnSource { serves, .. } if serves == &["1-9-7", "canary"]),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("besides those of 1-9-7"), "{err}");
+    }
+
+    let mut s = seed();
+    s.workloads.push(istiod("1-10-6", "1.10.6"));
+    s.mutating_webhooks.push(injector("1-10-6"));
+    s.workloads.push(gateway("istio-ingressgateway-1-10-6", "1-10-6", "1.10.6"));
+    s.services = vec![lb(&[("istio", "ingressgateway")])];
+    let p = plan(&s, &to("1.10.6")).expect("widened by hand: plan the narrowing");
+    let switch = p.steps.iter().find(|s| s.id.ends_with("switch-load-balancer")).expect("switch");
+    assert_eq!(switch.changes[0].field, "spec.selector.istio.io/rev");
+    assert_eq!((switch.changes[0].before.as_deref(), switch.changes[0].after.as_deref()), (None, Some("1-10-6")));
+
+    // Already switched by hand: the LoadBalancer selects only the target's gateway.
+    s.services = vec![lb(&[("istio", "ingressgateway"), ("version", "1-10-6")])];
+    let err = plan(&s, &via("istio-ingress/ingress", "1.10.6")).expect_err("refused");
+    assert!(err.to_string().contains("already selects gateways of 1-10-6"), "{err}");
+}
+
+/// Blue is selected by a colour label that does not name its revision (`version: v1`): green (blue with its
+/// revision labels moved) keeps `version: v1`, so switching the selector to `version: 1-10-6` would select
+/// no gateway. Refused, naming the selector entry green would not match.
+#[test]
+fn a_switch_that_would_select_no_green_is_refused() {
+    let mut s = seed();
+    s.workloads[1].template.labels.insert("version".into(), "v1".into());
+    s.services = vec![lb(&[("istio", "ingressgateway"), ("version", "v1")])];
+    let err = plan(&s, &to("1.10.6")).expect_err("refused");
+    assert_eq!(
+        err,
+        PlanError::SwitchMissesGreen(Box::new(MissedGreen {
+            service: "istio-ingress/ingress".into(),
+            field: "spec.selector.version".into(),
+            from: "1-9-7".into(),
+            to: "1-10-6".into(),
+            blue: "istio-ingressgateway-1-9-7".into(),
+            green: "istio-ingressgateway-1-10-6".into(),
+            mismatched: vec!["version=1-10-6 but green has version=v1".into()],
+        }))
+    );
+    assert_eq!(
+        err.to_string(),
+        "switching Service istio-ingress/ingress to version=1-10-6 would select no green gateway: green \
+         istio-ingressgateway-1-10-6 (a copy of istio-ingressgateway-1-9-7 with its revision labels moved from 1-9-7 \
+         to 1-10-6) would not match it: version=1-10-6 but green has version=v1. Have the LoadBalancer select \
+         istio-ingressgateway-1-9-7 by version=1-9-7 and labels green keeps, or switch it by hand"
+    );
+
+    // A selector pinned to another revision label of blue's (here the canonical revision) is caught too.
+    let mut s = seed();
+    s.workloads[1].template.labels.insert("service.istio.io/canonical-revision".into(), "1-9-7".into());
+    s.services = vec![lb(&[
+        ("istio", "ingressgateway"),
+        ("version", "1-9-7"),
+        ("service.istio.io/canonical-revision", "1-9-7"),
+    ])];
+    let err = plan(&s, &to("1.10.6")).expect_err("refused");
+    assert!(
+        matches!(&err, PlanError::SwitchMissesGreen(m)
+            if m.mismatched == ["service.istio.io/canonical-revision=1-9-7 but green has service.istio.io/canonical-revision=1-10-6"]),
+        "{err:?}"
+    );
+}
+
+/// The target revision and its green gateway Deployment exist already (pre-staged): deploy-gateway is kept
+/// (its gates prove green serves before the switch) but records the Deployment as existing and replaced,
+/// not created, and its undo restores it instead of deleting it. The missing green Service is created.
+#[test]
+fn an_existing_green_gateway_is_replaced_not_created() {
+    let mut s = seed();
+    s.workloads.push(istiod("1-10-6", "1.10.6"));
+    s.mutating_webhooks.push(injector("1-10-6"));
+    s.workloads.push(gateway("istio-ingressgateway-1-10-6", "1-10-6", "1.10.6"));
+    let p = plan(&s, &to("1.10.6")).expect("plan");
+    assert_eq!(ids(&p)[..2], ["01-deploy-gateway-istio-ingressgateway-1-10-6", "02-switch-load-balancer"]);
+    let deploy = &p.steps[0];
+    let changes: Vec<(&str, Option<&str>, Option<&str>)> =
+        deploy.changes.iter().map(|c| (c.object.as_str(), c.before.as_deref(), c.after.as_deref())).collect();
+    assert_eq!(
+        changes,
+        [
+            ("Deployment/istio-ingress/istio-ingressgateway-1-10-6", Some("exists"), Some("replaced")),
+            ("Service/istio-ingress/istio-ingressgateway-1-10-6", None, Some("created")),
+        ]
+    );
+    assert_eq!(deploy.undo, "delete the green Service; restore the green Deployment as it was before the step");
+    assert!(deploy.gates.iter().any(|g| g.contains("real requests")), "green still proves it serves");
+    assert_eq!(p.assumptions.len(), 3, "no assumption about green: {:?}", p.assumptions);
+
+    // Without green, the step creates both and undo deletes both, as before.
+    let p = plan(&seed(), &to("1.10.6")).expect("plan");
+    let deploy = p.steps.iter().find(|s| s.id.ends_with("deploy-gateway-istio-ingressgateway-1-10-6")).expect("deploy");
+    assert!(deploy.changes.iter().all(|c| c.before.is_none() && c.after.as_deref() == Some("created")));
+    assert_eq!(deploy.undo, "delete the green Deployment and Service");
+}
+
+/// `--namespaces bookinfo,bookinfo` is refused (a repeat would be relabelled and restarted twice, the second
+/// time from stale before-values); an unknown namespace in the same list is reported first.
+#[test]
+fn repeated_namespaces_are_refused() {
+    let mut req = to("1.10.6");
+    req.namespaces = Some(vec!["bookinfo".into(), "istio-system".into(), "bookinfo".into()]);
+    let err = plan(&seed(), &req).expect_err("refused");
+    assert_eq!(err, PlanError::DuplicateNamespace("bookinfo".into()));
+    assert_eq!(err.to_string(), "--namespaces lists bookinfo more than once; list each namespace once");
+    req.namespaces = Some(vec!["bookinfo".into(), "bookinfo".into(), "nope".into()]);
+    assert_eq!(plan(&seed(), &req), Err(PlanError::UnknownNamespace("nope".into())));
+}
+
+/// A namespace injected through a tag of the source and listed in --namespaces is relabelled and restarted
+/// once, not restarted again as a tag namespace.
+#[test]
+fn a_listed_tag_namespace_restarts_once() {
+    let mut s = seed();
+    s.mutating_webhooks.push(tag("prod", "1-9-7"));
+    s.namespaces[0].labels = labels(&[("istio.io/rev", "prod")]);
+    let mut req = to("1.10.6");
+    req.namespaces = Some(vec!["bookinfo".into()]);
+    let p = plan(&s, &req).expect("plan");
+    assert_eq!(
+        ids(&p)[4..],
+        [
+            "05-move-tag-prod",
+            "06-migrate-namespace-bookinfo",
+            "07-restart-workloads-bookinfo",
+            "08-retire-revision-1-9-7"
+        ]
+    );
+}
+
+/// An absurd target is refused before any hop is listed, with or without --allow-skip; a long but plausible
+/// one lists its first hops and the count, not every hop.
+#[test]
+fn absurd_targets_are_refused_and_hop_lists_stay_short() {
+    use meshshift_core::path::PathError;
+    for skip in [false, true] {
+        let mut req = to("1.4294967295.0");
+        req.allow_skip = skip;
+        let err = plan(&seed(), &req).expect_err("refused");
+        assert!(matches!(err, PlanError::Path(PathError::TooFar { minors: 4_294_967_286, .. })), "{err:?}");
+        assert!(err.to_string().contains("check the target version"), "{err}");
+    }
+    let err = plan(&seed(), &to("1.30.0")).expect_err("needs hops");
+    assert!(matches!(&err, PlanError::NeedsHops { hops, .. } if hops.len() == 11), "{err:?}");
+    assert_eq!(
+        err.to_string(),
+        "1.9.7 -> 1.30.0 needs 11 hops (1.9.7 -> 1.11, 1.11 -> 1.13, 1.13 -> 1.15, ... 11 in all); upgrade hop by hop or pass --allow-skip"
+    );
+    assert_eq!(
+        plan(&seed(), &to("1.13.0")).expect_err("needs hops").to_string(),
+        "1.9.7 -> 1.13.0 needs 2 hops (1.9.7 -> 1.11, 1.11 -> 1.13.0); upgrade hop by hop or pass --allow-skip"
     );
 }

@@ -56,6 +56,8 @@ pub enum Phase {
     Starting,
     /// Writing.
     Applying,
+    /// Written; not yet journaled as such (a crash here is resumed by writing again, idempotently).
+    Applied,
     /// Checking gates.
     Verifying,
     /// Gates passed.

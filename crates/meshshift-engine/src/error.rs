@@ -94,8 +94,8 @@ pub enum EngineError {
     /// Something did not happen in time.
     #[error("timed out: {0}")]
     Timeout(String),
-    /// The API failed.
-    #[error("{object}: {source}")]
+    /// The API failed (a 403 says which permission to grant: [`explain`]).
+    #[error("{object}: {}", explain(source))]
     Api {
         /// The object.
         object: String,
@@ -126,5 +126,72 @@ impl EngineError {
     /// An API error about something named in words.
     pub fn api_about(what: impl Into<String>, source: kube::Error) -> Self {
         Self::Api { object: what.into(), source }
+    }
+}
+
+/// An API error in words: a 403 as `forbidden: <verb> <resource> in <namespace>: grant it (see
+/// `meshshift rbac`)`, anything else as kube shows it.
+pub fn explain(source: &kube::Error) -> String {
+    match source {
+        kube::Error::Api(s) if s.code == 403 => forbidden(&s.message),
+        other => other.to_string(),
+    }
+}
+
+/// Reads the RBAC authorizer's `... cannot <verb> resource "<r>" in API group "<g>" in the namespace
+/// "<ns>"` (or `at the cluster scope`); an unfamiliar message is kept whole.
+fn forbidden(message: &str) -> String {
+    let quoted =
+        |s: &str, after: &str| s.split_once(after).and_then(|(_, r)| r.split_once('"')).map(|(v, _)| v.to_owned());
+    let parsed = message.split_once(" cannot ").and_then(|(_, rest)| {
+        let (verb, rest) = rest.split_once(" resource \"")?;
+        let (resource, rest) = rest.split_once('"')?;
+        let group = quoted(rest, "in API group \"").unwrap_or_default();
+        let resource = if group.is_empty() { resource.to_owned() } else { format!("{resource}.{group}") };
+        let scope =
+            quoted(rest, "in the namespace \"").map(|ns| format!("in {ns}")).unwrap_or_else(|| "cluster-wide".into());
+        Some(format!("{verb} {resource} {scope}"))
+    });
+    format!("forbidden: {}: grant it (see `meshshift rbac`)", parsed.unwrap_or_else(|| message.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api(code: u16, message: &str) -> kube::Error {
+        kube::Error::Api(
+            serde_json::from_value(
+                serde_json::json!({"status": "Failure", "message": message, "reason": "Forbidden", "code": code}),
+            )
+            .expect("status"),
+        )
+    }
+
+    #[test]
+    fn forbidden_names_the_verb_resource_and_namespace() {
+        let e = EngineError::api_about(
+            "Service/istio-ingress/ingress",
+            api(
+                403,
+                r#"services "ingress" is forbidden: User "system:serviceaccount:meshshift:meshshift" cannot patch resource "services" in API group "" in the namespace "istio-ingress""#,
+            ),
+        );
+        assert_eq!(
+            e.to_string(),
+            "Service/istio-ingress/ingress: forbidden: patch services in istio-ingress: grant it (see `meshshift rbac`)"
+        );
+        let cluster = explain(&api(
+            403,
+            r#"namespaces is forbidden: User "u" cannot create resource "namespaces" in API group "" at the cluster scope"#,
+        ));
+        assert_eq!(cluster, "forbidden: create namespaces cluster-wide: grant it (see `meshshift rbac`)");
+        let grouped = explain(&api(
+            403,
+            r#"deployments.apps "x" is forbidden: User "u" cannot delete resource "deployments" in API group "apps" in the namespace "a""#,
+        ));
+        assert_eq!(grouped, "forbidden: delete deployments.apps in a: grant it (see `meshshift rbac`)");
+        assert_eq!(explain(&api(403, "odd")), "forbidden: odd: grant it (see `meshshift rbac`)");
+        assert!(!explain(&api(404, "not found")).contains("forbidden"));
     }
 }

@@ -9,7 +9,7 @@
 pub mod context;
 pub mod drift;
 pub mod error;
-mod external;
+pub mod external;
 pub mod gates;
 pub mod objects;
 pub mod run;

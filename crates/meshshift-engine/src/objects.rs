@@ -83,7 +83,8 @@ impl Objects {
             Err(kube::Error::Api(s)) if s.code == 409 => {
                 for _ in 0..WRITE_ATTEMPTS {
                     let current = api.get(&r.name).await.map_err(|e| EngineError::api(r, e))?;
-                    dynamic.metadata.resource_version = current.metadata.resource_version;
+                    dynamic.metadata.resource_version = current.metadata.resource_version.clone();
+                    keep_allocated(&r.kind, &mut dynamic.data, &current.data);
                     match api.replace(&r.name, &PostParams::default(), &dynamic).await {
                         Ok(_) => return Ok(()),
                         Err(kube::Error::Api(s)) if s.code == 409 => continue,
@@ -196,6 +197,29 @@ pub struct FieldChange {
     pub target: Option<String>,
 }
 
+/// Fields the apiserver allocated and will not let a replace unset: a Service's cluster IPs and node
+/// ports. A resumed run re-applying an object it created keeps them.
+fn keep_allocated(kind: &str, desired: &mut Value, current: &Value) {
+    if kind != "Service" {
+        return;
+    }
+    for key in ["clusterIP", "clusterIPs", "healthCheckNodePort"] {
+        if desired["spec"].get(key).is_none()
+            && let Some(v) = current["spec"].get(key)
+        {
+            desired["spec"][key] = v.clone();
+        }
+    }
+    let current_ports = current["spec"]["ports"].as_array().cloned().unwrap_or_default();
+    for p in desired["spec"]["ports"].as_array_mut().into_iter().flatten() {
+        if p.get("nodePort").is_none()
+            && let Some(np) = current_ports.iter().find(|c| c["port"] == p["port"]).and_then(|c| c.get("nodePort"))
+        {
+            p["nodePort"] = np.clone();
+        }
+    }
+}
+
 /// `DynamicObject` serialises without `apiVersion`/`kind` when the server omitted them; put them back.
 fn with_types(r: &ObjectRef, mut v: Value) -> Value {
     if let Some((ar, _)) = resource(&r.kind) {
@@ -203,4 +227,22 @@ fn with_types(r: &ObjectRef, mut v: Value) -> Value {
         v["kind"] = Value::String(ar.kind);
     }
     v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_replaced_service_keeps_what_the_apiserver_allocated() {
+        let mut desired = json!({"spec": {"type": "ClusterIP", "ports": [{"port": 80}]}});
+        let current = json!({"spec": {"clusterIP": "10.96.0.9", "clusterIPs": ["10.96.0.9"], "ports": [{"port": 80, "nodePort": 31000}]}});
+        keep_allocated("Service", &mut desired, &current);
+        assert_eq!(desired["spec"]["clusterIP"], "10.96.0.9");
+        assert_eq!(desired["spec"]["ports"][0]["nodePort"], 31000);
+        let mut deployment = json!({"spec": {}});
+        keep_allocated("Deployment", &mut deployment, &current);
+        assert_eq!(deployment, json!({"spec": {}}));
+    }
 }

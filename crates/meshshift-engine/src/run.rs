@@ -10,8 +10,8 @@ use kube::Client;
 use kube::api::{Api, PostParams};
 use meshshift_core::journal::{Direction, Event, Journal, Next, StepState};
 use meshshift_core::plan::Plan;
-use meshshift_kube::journal_store::{JournalStore, Stored};
-use meshshift_kube::lock::RunLock;
+use meshshift_kube::journal_store::{JournalStore, JournalStoreError, Stored};
+use meshshift_kube::lock::{LockError, RunLock};
 use serde_json::json;
 
 use crate::context::{Ctx, Observer, Options, Phase};
@@ -50,6 +50,10 @@ fn now_ms() -> u64 {
 
 async fn ensure_namespace(client: &Client, name: &str) -> Result<(), EngineError> {
     let api: Api<Namespace> = Api::all(client.clone());
+    // Read first, so that a run refused by the lock writes nothing (a failed read falls back to creating).
+    if let Ok(Some(_)) = api.get_opt(name).await {
+        return Ok(());
+    }
     let ns: Namespace = serde_json::from_value(
         json!({"metadata": {"name": name, "labels": {"app.kubernetes.io/managed-by": "meshshift"}}}),
     )
@@ -89,21 +93,81 @@ async fn lock(
     options: &Options,
 ) -> Result<(Arc<RunLock>, Arc<AtomicBool>, tokio::task::JoinHandle<()>), EngineError> {
     ensure_namespace(client, &options.namespace).await?;
-    let lock = Arc::new(RunLock::acquire(client, &options.namespace, &options.holder, options.lock_duration).await?);
+    // A lost race for the Lease is decided again from a fresh read: another run's Lease then shows as
+    // held, while this run's own create or update, replayed after its answer was lost, shows as its own.
+    let mut raced = 0;
+    let lock = loop {
+        match RunLock::acquire(client, &options.namespace, &options.holder, options.lock_duration).await {
+            Err(LockError::Raced) if raced < LOCK_ATTEMPTS => raced += 1,
+            other => break Arc::new(other?),
+        }
+    };
     let lost = Arc::new(AtomicBool::new(false));
     let (l, flag, every) = (lock.clone(), lost.clone(), options.lock_duration / 3);
-    // Renewal runs beside the steps, so a long wait (a soak, a rollout) never lets the lease lapse.
+    // Renewal runs beside the steps, so a long wait (a soak, a rollout) never lets the lease lapse. A
+    // failed renewal is tried again (each reads the Lease afresh) while the lease still runs; the lock is
+    // lost when another holder shows up or the tries run out.
     let renewer = tokio::spawn(async move {
         loop {
             tokio::time::sleep(every).await;
-            if let Err(e) = l.renew().await {
-                tracing::error!("renewing the run lock failed: {e}");
-                flag.store(true, Ordering::SeqCst);
-                return;
+            let mut tries = 0;
+            loop {
+                match l.renew().await {
+                    Ok(()) => break,
+                    Err(e @ LockError::Held { .. }) => {
+                        tracing::error!("renewing the run lock failed: {e}");
+                        flag.store(true, Ordering::SeqCst);
+                        return;
+                    }
+                    Err(e) if tries + 1 >= LOCK_ATTEMPTS => {
+                        tracing::error!("renewing the run lock failed {LOCK_ATTEMPTS} times: {e}");
+                        flag.store(true, Ordering::SeqCst);
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::warn!("renewing the run lock failed, trying again: {e}");
+                        tries += 1;
+                        tokio::time::sleep((every / 8).max(std::time::Duration::from_millis(100))).await;
+                    }
+                }
             }
         }
     });
     Ok((lock, lost, renewer))
+}
+
+/// Tries at the Lease (acquire after a lost race, a renewal, the release) before giving up.
+const LOCK_ATTEMPTS: u32 = 4;
+
+/// Tries at one journal save whose resourceVersion moved while the journal itself did not.
+const SAVE_ATTEMPTS: u32 = 4;
+
+/// Saves `stored`, guarded by its resourceVersion. On a conflict the journal is read again: if it still
+/// holds what this run last saved (`previous`: only the resourceVersion moved, e.g. a label added) the
+/// save is tried again at the new version; if it already holds what is being saved (this run's own
+/// write, replayed after its answer was lost) it is done. Anything else is another writer's journal,
+/// and the conflict stands.
+async fn save_journal(store: &JournalStore, stored: &mut Stored, previous: &Journal) -> Result<(), EngineError> {
+    for _ in 0..SAVE_ATTEMPTS {
+        let conflict = match store.save(stored).await {
+            Ok(()) => return Ok(()),
+            Err(e @ JournalStoreError::Conflict { .. }) => e,
+            Err(e) => return Err(e.into()),
+        };
+        let Some(current) = store.load().await? else { return Err(conflict.into()) };
+        if current.plan != stored.plan {
+            return Err(conflict.into());
+        }
+        if current.journal == stored.journal {
+            stored.resource_version = current.resource_version;
+            return Ok(());
+        }
+        if current.journal != *previous {
+            return Err(conflict.into());
+        }
+        stored.resource_version = current.resource_version;
+    }
+    Err(EngineError::Contended(format!("the journal {}", meshshift_kube::journal_store::JOURNAL_NAME)))
 }
 
 impl Run {
@@ -122,10 +186,24 @@ impl Run {
                 if !is_over(&existing.journal) {
                     return Err(EngineError::RunInProgress { detail: describe(&existing) });
                 }
-                let archived = store.archive(&existing).await?;
-                tracing::info!("archived the previous run's journal as {archived}");
+                match store.archive(&existing).await {
+                    Ok(archived) => tracing::info!("archived the previous run's journal as {archived}"),
+                    // The guarded delete, replayed after its answer was lost, finds the journal gone.
+                    Err(JournalStoreError::Api { source: kube::Error::Api(s), .. }) if s.code == 404 => {}
+                    Err(e) => return Err(e.into()),
+                }
             }
-            Ok(store.create(&plan, &Journal::new(&plan)).await?)
+            let fresh = Journal::new(&plan);
+            match store.create(&plan, &fresh).await {
+                Ok(stored) => Ok(stored),
+                // This run's create, replayed after its answer was lost (the lock is held: no other run
+                // can have written the same plan's fresh journal).
+                Err(e @ JournalStoreError::Conflict { .. }) => match store.load().await? {
+                    Some(s) if s.plan == plan && s.journal == fresh => Ok(s),
+                    _ => Err(e.into()),
+                },
+                Err(e) => Err(e.into()),
+            }
         }
         .await;
         let stored = match outcome {
@@ -202,9 +280,9 @@ impl Run {
         if self.lost.load(Ordering::SeqCst) {
             return Err(EngineError::LockLost("the lease could not be renewed; another run may hold it".into()));
         }
+        let previous = self.stored.journal.clone();
         self.stored.journal.record(id, event)?;
-        self.store.save(&mut self.stored).await?;
-        Ok(())
+        save_journal(&self.store, &mut self.stored, &previous).await
     }
 
     fn with_step(e: EngineError, id: &str) -> EngineError {
@@ -254,6 +332,7 @@ impl Run {
                 Next::Apply(_) => {
                     let prior = self.stored.journal.steps[i].prior.clone();
                     steps::apply(&ctx, &step, &prior).await.map_err(|e| Self::with_step(e, &step.id))?;
+                    self.ctx.observer.step(i, &step, Phase::Applied);
                     self.record(&step.id, Event::Applied).await?;
                 }
                 _ => {
@@ -285,8 +364,9 @@ impl Run {
     /// Turns the run around (if not already) and undoes every touched step, last first.
     pub async fn rollback(&mut self) -> Result<Outcome, EngineError> {
         if self.stored.journal.direction != Direction::Rollback {
+            let previous = self.stored.journal.clone();
             self.stored.journal.begin_rollback();
-            self.store.save(&mut self.stored).await?;
+            save_journal(&self.store, &mut self.stored, &previous).await?;
         }
         loop {
             match self.stored.journal.next() {
@@ -310,9 +390,14 @@ impl Run {
     pub async fn finish(self) -> Result<(), EngineError> {
         self.renewer.abort();
         let _ = self.renewer.await;
-        match Arc::try_unwrap(self.lock) {
-            Ok(l) => Ok(l.release().await?),
-            Err(_) => Ok(()),
+        let Ok(lock) = Arc::try_unwrap(self.lock) else { return Ok(()) };
+        // The release reads the Lease afresh each time: a lost race or a transient failure is tried again.
+        let mut tries = 1;
+        loop {
+            match lock.release().await {
+                Err(LockError::Raced | LockError::Api { .. }) if tries < LOCK_ATTEMPTS => tries += 1,
+                other => return Ok(other?),
+            }
         }
     }
 }

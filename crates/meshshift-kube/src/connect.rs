@@ -7,8 +7,16 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use kube::client::ClientBuilder;
 use kube::config::{KubeConfigOptions, Kubeconfig, KubeconfigError};
 use kube::{Client, Config};
+use tower::buffer::BufferLayer;
+use tower::retry::RetryLayer;
+
+use crate::retry::{ApiRetry, RetryConfig};
+
+/// The User-Agent of meshshift's API requests (`meshshift/<version>`), as audit logs record it.
+pub const USER_AGENT: &str = concat!("meshshift/", env!("CARGO_PKG_VERSION"));
 
 /// How to reach the cluster.
 #[derive(Debug, Clone, Default)]
@@ -85,13 +93,59 @@ pub async fn connect(opts: &ConnectOptions) -> Result<Client, ConnectError> {
     // A CLI must fail fast on a dead endpoint rather than hang on kube's defaults.
     config.connect_timeout = Some(Duration::from_secs(5));
     config.read_timeout = Some(Duration::from_secs(60));
+    // kube-rs sends no User-Agent; name meshshift so that audit logs can tell its requests apart.
+    config.headers.push((hyper::header::USER_AGENT, hyper::header::HeaderValue::from_static(USER_AGENT)));
     let url = config.cluster_url.to_string();
-    let client = Client::try_from(config).map_err(|source| ConnectError::Unreachable { url: url.clone(), source })?;
-    match client.apiserver_version().await {
+    let unreachable = |source| ConnectError::Unreachable { url: url.clone(), source };
+    // The first contact fails fast on an address nobody listens at (a typo, a stopped cluster), but
+    // still rides out a throttled or briefly unavailable apiserver; the run's client retries both.
+    let first = RetryConfig { retry_refused: false, ..RetryConfig::default() };
+    let first_contact = with_retries(config.clone(), first).map_err(unreachable)?;
+    let client = with_retries(config, RetryConfig::default()).map_err(unreachable)?;
+    match first_contact.apiserver_version().await {
         Ok(_) => Ok(client),
         Err(kube::Error::Api(status)) if status.code == 401 || status.code == 403 => {
             Err(ConnectError::Unauthorized { url, code: status.code, message: status.message })
         }
         Err(source) => Err(ConnectError::Unreachable { url, source }),
+    }
+}
+
+/// Requests that may wait for the retry layer at once; more wait for a slot (the buffer makes kube's
+/// boxed stack cloneable, which retrying needs).
+const IN_FLIGHT: usize = 1024;
+
+/// kube's client stack for `config`, with meshshift's bounded retries of transient failures
+/// ([`crate::retry`]) in place of kube's own (which retries 429/503/504 up to 15 times, for up to 1000 s
+/// a wait, whatever the request).
+pub fn with_retries(mut config: Config, retry: RetryConfig) -> Result<Client, kube::Error> {
+    config.default_retry = false;
+    Ok(ClientBuilder::try_from(config)?
+        .with_layer(&BufferLayer::new(IN_FLIGHT))
+        .with_layer(&RetryLayer::new(ApiRetry::new(retry)))
+        .build())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    /// How long a GET to a port nobody listens at takes to fail with `retry`.
+    async fn refused_after(retry: RetryConfig) -> Duration {
+        let config = Config::new("http://127.0.0.1:1".parse().expect("url"));
+        let client = with_retries(config, retry).expect("client");
+        let began = Instant::now();
+        assert!(client.apiserver_version().await.is_err());
+        began.elapsed()
+    }
+
+    #[tokio::test]
+    async fn refused_connections_are_retried_with_backoff_unless_the_first_contact_fails_fast() {
+        let slow = Duration::from_millis(400);
+        let retry = RetryConfig { attempts: 3, min_delay: slow, max_delay: slow, retry_refused: true };
+        // Two waits of at least half the backoff each.
+        assert!(refused_after(retry).await >= slow);
+        assert!(refused_after(RetryConfig { retry_refused: false, ..retry }).await < slow);
     }
 }

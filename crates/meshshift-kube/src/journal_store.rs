@@ -25,7 +25,7 @@ pub enum JournalStoreError {
     },
     /// The stored journal does not parse.
     #[error(
-        "the journal {namespace}/{JOURNAL_NAME} is corrupted ({detail}); inspect it before resuming or rolling back"
+        "the journal {namespace}/{JOURNAL_NAME} is corrupted ({detail}): meshshift cannot tell what its run changed, so it neither resumes nor rolls it back; inspect it (kubectl -n {namespace} get configmap {JOURNAL_NAME} -o yaml), restore it, or undo its steps by hand and delete it"
     )]
     Corrupted {
         /// Namespace.

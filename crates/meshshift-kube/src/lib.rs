@@ -13,6 +13,7 @@ pub mod journal_store;
 pub mod list;
 pub mod lock;
 pub mod manifest;
+pub mod retry;
 pub mod rollout;
 pub mod snapshot;
 

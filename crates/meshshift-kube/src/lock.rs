@@ -137,8 +137,9 @@ impl RunLock {
         }
     }
 
-    /// Releases the lock (clears the holder, so the next run need not wait for expiry).
-    pub async fn release(self) -> Result<(), LockError> {
+    /// Releases the lock (clears the holder, so the next run need not wait for expiry). It reads the
+    /// Lease afresh, so it may be called again after a failure (a lock no longer held is released).
+    pub async fn release(&self) -> Result<(), LockError> {
         let mut current = self
             .api
             .get(LEASE_NAME)

@@ -23,7 +23,32 @@ pub(crate) fn etcd_args(l: &LabLayout) -> Vec<String> {
     ]
 }
 
-pub(crate) fn apiserver_args(p: &PkiFiles) -> Vec<String> {
+/// The apiserver's audit policy: writes (create, update, patch, delete, deletecollection) at `Metadata`
+/// level (no bodies, one event per request at `ResponseComplete`), except the control plane's own
+/// components and the nodes' heartbeat Leases; no reads. Cheap enough to be always on, and enough to prove
+/// that a command wrote nothing (`tests/bad_input_e2e.rs` filters it by user agent).
+pub(crate) const AUDIT_POLICY: &str = r#"apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: ["RequestReceived"]
+rules:
+  - level: None
+    users: ["system:kube-controller-manager", "system:kube-scheduler", "system:apiserver"]
+  - level: None
+    userGroups: ["system:serviceaccounts:kube-system"]
+  - level: None
+    resources: [{group: "coordination.k8s.io", resources: ["leases"]}]
+    namespaces: ["kube-node-lease"]
+  - level: Metadata
+    verbs: ["create", "update", "patch", "delete", "deletecollection"]
+  - level: None
+"#;
+
+/// Writes the audit policy the apiserver's flags name.
+pub(crate) fn write_audit_policy(l: &LabLayout) -> Result<(), LabError> {
+    crate::pki::write_file(&l.audit_policy(), AUDIT_POLICY.as_bytes(), 0o644)
+}
+
+pub(crate) fn apiserver_args(l: &LabLayout, p: &PkiFiles) -> Vec<String> {
     let path = |flag: &str, file: &Path| format!("--{flag}={}", file.display());
     vec![
         format!("--etcd-servers=http://127.0.0.1:{ETCD_CLIENT_PORT}"),
@@ -43,6 +68,10 @@ pub(crate) fn apiserver_args(p: &PkiFiles) -> Vec<String> {
         "--allow-privileged=true".into(),
         // Only used if a certificate were missing; keeps the apiserver out of /var/run/kubernetes.
         format!("--cert-dir={}", p.ca_cert.parent().unwrap_or(Path::new(".")).display()),
+        path("audit-policy-file", &l.audit_policy()),
+        path("audit-log-path", &l.audit_log()),
+        "--audit-log-maxsize=100".into(),
+        "--audit-log-maxbackup=1".into(),
     ]
 }
 

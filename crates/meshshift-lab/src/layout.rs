@@ -51,6 +51,18 @@ impl LabLayout {
         self.root.join("prometheus")
     }
 
+    /// The apiserver's audit policy: which requests the audit log records (written by the supervisor).
+    pub fn audit_policy(&self) -> PathBuf {
+        self.etc_dir().join("audit-policy.yaml")
+    }
+
+    /// The apiserver's audit log: one JSON event per line for every write request by a client other than
+    /// the control plane's own components (`user.username`, `userAgent`, `verb`, `objectRef`,
+    /// `responseStatus.code`, `requestReceivedTimestamp`). Rotated at 100 MB into one `audit-<time>.log`.
+    pub fn audit_log(&self) -> PathBuf {
+        self.logs_dir().join("audit.log")
+    }
+
     /// The admin kubeconfig for the host (server `https://127.0.0.1:<host port>`).
     pub fn kubeconfig(&self) -> PathBuf {
         self.root.join("kubeconfig")

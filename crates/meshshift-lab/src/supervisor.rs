@@ -33,7 +33,7 @@ use tokio::sync::watch;
 
 use crate::binaries::Binaries;
 use crate::components::{
-    apiserver_args, controller_manager_args, etcd_args, scheduler_args, write_component_kubeconfigs,
+    apiserver_args, controller_manager_args, etcd_args, scheduler_args, write_audit_policy, write_component_kubeconfigs,
 };
 use crate::kubeconfig::KubeconfigSpec;
 use crate::netns::{self, APISERVER_PORT, ETCD_CLIENT_PORT, NamespaceKind};
@@ -168,6 +168,7 @@ pub fn run(opts: SupervisorOptions) -> Result<(), LabError> {
 
     let pki = pki::ensure(&layout.pki_dir())?;
     write_component_kubeconfigs(&layout, &pki)?;
+    write_audit_policy(&layout)?;
 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -269,7 +270,12 @@ impl Lab {
         children.spawn("etcd", &b.etcd, &etcd_args(&l), &l.log("etcd"))?;
         race(events, children, wait_for_tcp(inside(ETCD_CLIENT_PORT), timeout)).await?;
 
-        children.spawn("kube-apiserver", &b.kube_apiserver, &apiserver_args(&self.pki), &l.log("kube-apiserver"))?;
+        children.spawn(
+            "kube-apiserver",
+            &b.kube_apiserver,
+            &apiserver_args(&l, &self.pki),
+            &l.log("kube-apiserver"),
+        )?;
         let inside_kubeconfig = l.inside_kubeconfig();
         race(events, children, wait_for_readyz(&inside_kubeconfig, timeout)).await?;
 

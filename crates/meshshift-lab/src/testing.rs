@@ -265,6 +265,12 @@ impl TestCluster {
         self.layout.log(name)
     }
 
+    /// The apiserver's audit log (JSON lines, every write by a client other than the control plane's
+    /// components; see [`LabLayout::audit_log`]).
+    pub fn audit_log_path(&self) -> PathBuf {
+        self.layout.audit_log()
+    }
+
     /// The supervisor's state file contents (pids, host port, start-up time as seen by the supervisor).
     pub fn state(&self) -> &LabState {
         &self.state

@@ -87,6 +87,8 @@ pub enum Command {
     Probe(ProbeArgs),
     /// Write report.json and a self-contained report.html for a run directory written by apply.
     Report(ReportArgs),
+    /// Print the least-privilege ClusterRole and Roles meshshift needs (no Secrets, no wildcards).
+    Rbac(RbacArgs),
     /// The lab: a real Kubernetes control plane on this machine.
     #[command(subcommand)]
     Lab(LabCommand),
@@ -233,6 +235,9 @@ pub struct RunArgs {
     /// What a breached traffic gate does: roll the run back, or stop and leave the decision to you.
     #[arg(long, value_enum, default_value_t = OnBreach::Rollback)]
     pub on_breach: OnBreach,
+    /// The run lock's lease, in seconds: how long a crashed run blocks the next (renewed at a third).
+    #[arg(long, default_value_t = 30, value_name = "SECONDS")]
+    pub lock_seconds: u64,
     /// Where the run's record (plan, timeline, requests, report) is written
     /// (default: ./meshshift-runs/<time>-<command>).
     #[arg(long, value_name = "DIR")]
@@ -325,6 +330,36 @@ pub struct ReportArgs {
     /// measured); report.json and report.html are written into it.
     #[arg(value_name = "RUN_DIR")]
     pub dir: PathBuf,
+}
+
+/// `meshshift rbac`.
+#[derive(Debug, Args)]
+pub struct RbacArgs {
+    /// Grant the mesh's namespaced writes only in these namespaces (a Role in each: the control plane's,
+    /// the gateways' and every namespace to migrate) instead of cluster-wide; reads stay cluster-wide.
+    #[arg(long, value_delimiter = ',', num_args = 1.., value_name = "NAMESPACE")]
+    pub namespace_scoped: Vec<String>,
+    /// Namespace of meshshift's journal and run lock (as given to apply, resume and rollback).
+    #[arg(long, default_value = "meshshift", value_name = "NAMESPACE")]
+    pub state_namespace: String,
+    /// Also define this ServiceAccount and bind every role to it.
+    #[arg(long, value_name = "NS/NAME")]
+    pub service_account: Option<String>,
+    /// Name of the ClusterRole, Roles and bindings.
+    #[arg(long, default_value = "meshshift")]
+    pub name: String,
+    /// Output format: a multi-document YAML stream or a JSON List (both for `kubectl apply -f -`).
+    #[arg(short, long, value_enum, default_value_t = ManifestFormat::Yaml)]
+    pub output: ManifestFormat,
+}
+
+/// Formats of Kubernetes objects printed for `kubectl apply`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ManifestFormat {
+    /// YAML documents separated by `---`.
+    Yaml,
+    /// A `v1` List.
+    Json,
 }
 
 /// `meshshift lab ...`.

@@ -235,14 +235,15 @@ pub enum PlanError {
     /// The version rules refuse the path.
     #[error(transparent)]
     Path(#[from] PathError),
-    /// More than one hop is needed and skipping was not allowed.
-    #[error("{from} -> {to} needs {} hops ({}); upgrade hop by hop or pass --allow-skip", hops.len(), hops.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "))]
+    /// More than one hop is needed and skipping was not allowed. The message lists the first few hops only.
+    #[error("{from} -> {to} needs {} hops ({}); upgrade hop by hop or pass --allow-skip", hops.len(), hop_list(hops))]
     NeedsHops {
         /// Source version.
         from: String,
         /// Target version.
         to: String,
-        /// The hops.
+        /// The hops (at most [`crate::path::MAX_MINORS`]: farther targets are refused as
+        /// [`PathError::TooFar`]).
         hops: Vec<Hop>,
     },
     /// Nothing to do.
@@ -268,6 +269,96 @@ pub enum PlanError {
     /// A namespace to migrate does not exist.
     #[error("namespace {0} does not exist")]
     UnknownNamespace(String),
+    /// `--namespaces` names a namespace more than once. Refused rather than de-duplicated: a repeat is a
+    /// typo or a mis-built list, and planning it twice would relabel and restart it twice, the second time
+    /// from stale before-values.
+    #[error("--namespaces lists {0} more than once; list each namespace once")]
+    DuplicateNamespace(String),
+    /// The LoadBalancer does not (only) select gateways of the source revision.
+    ///
+    /// The blue gateways of an upgrade are the ones the LoadBalancer selects now, and meshshift deploys green
+    /// copies of the source revision's gateways only. When the LoadBalancer serves another revision's
+    /// gateways, switching its selector to the target would point it at a colour no gateway has (or quietly
+    /// take the other revision's gateways out of service), so the plan is refused rather than re-targeted:
+    /// upgrading the revision the LoadBalancer actually serves is a different upgrade, which the user asks
+    /// for with `--from`.
+    #[error("{}", load_balancer_message(service, from, to, serves))]
+    LoadBalancerNotOnSource {
+        /// The LoadBalancer (`namespace/name`).
+        service: String,
+        /// The source revision.
+        from: String,
+        /// The target revision.
+        to: String,
+        /// The revisions of the gateways it selects now, sorted.
+        serves: Vec<String>,
+    },
+    /// After the switch, the LoadBalancer's selector would not select a green gateway: green is blue with
+    /// its colour labels moved from the source revision to the target, and the switched selector asks for
+    /// labels green does not carry (e.g. blue is selected by `version: v1` rather than by its revision
+    /// name).
+    #[error("{0}")]
+    SwitchMissesGreen(Box<MissedGreen>),
+}
+
+/// A switch that would select no green gateway (boxed in [`PlanError::SwitchMissesGreen`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "switching Service {service} to {key}={to} would select no green gateway: green {green} (a copy of {blue} with its revision labels moved from {from} to {to}) would not match it: {}. Have the LoadBalancer select {blue} by {key}={from} and labels green keeps, or switch it by hand",
+    mismatched.join("; "),
+    key = field.trim_start_matches("spec.selector.")
+)]
+pub struct MissedGreen {
+    /// The LoadBalancer (`namespace/name`).
+    pub service: String,
+    /// The selector field the switch sets (`spec.selector.version`).
+    pub field: String,
+    /// Source revision.
+    pub from: String,
+    /// Target revision.
+    pub to: String,
+    /// Blue's Deployment.
+    pub blue: String,
+    /// Green's Deployment.
+    pub green: String,
+    /// The selector entries green would not match, as `key=value but green has key=other` (or `has no key`).
+    pub mismatched: Vec<String>,
+}
+
+/// The first few hops, then how many there are in all.
+fn hop_list(hops: &[Hop]) -> String {
+    const SHOWN: usize = 3;
+    let listed = |hops: &[Hop]| hops.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
+    if hops.len() <= SHOWN + 1 {
+        listed(hops)
+    } else {
+        format!("{}, ... {} in all", listed(&hops[..SHOWN]), hops.len())
+    }
+}
+
+/// [`PlanError::LoadBalancerNotOnSource`]'s message: what the LoadBalancer serves and what to do instead.
+fn load_balancer_message(service: &str, from: &str, to: &str, serves: &[String]) -> String {
+    let others: Vec<&str> = serves.iter().map(String::as_str).filter(|r| *r != from && *r != to).collect();
+    let revisions = |list: &[&str]| {
+        let noun = if list.len() == 1 { "revision" } else { "revisions" };
+        format!("{noun} {}", list.join(", "))
+    };
+    if serves.iter().any(|r| r == from) {
+        format!(
+            "Service {service} selects gateways of {} besides those of {from}, the revision being upgraded; switching it to {to} would take them out of service. Narrow its selector to {from}'s gateways first, or pass the LoadBalancer in front of {from}'s gateways with --gateway-service",
+            revisions(&others)
+        )
+    } else if others.is_empty() {
+        format!(
+            "Service {service} already selects gateways of {to}, the target revision, and none of {from}: there is nothing to switch; plan without --gateway-service to move the rest"
+        )
+    } else {
+        format!(
+            "Service {service} selects gateways of {}, not of {from}, the revision being upgraded: greens are copies of the {from} gateways it selects, and it selects none, so switching it to {to} would leave it selecting no gateway. Pass --from {} to upgrade the revision it serves, or pass the LoadBalancer in front of {from}'s gateways with --gateway-service",
+            revisions(&others),
+            others[0]
+        )
+    }
 }
 
 /// Plans the upgrade.

@@ -1,8 +1,9 @@
 //! Building the steps of a plan from its subject.
 
 use crate::green::mesh_config_name;
-use crate::model::ClusterSnapshot;
+use crate::model::{ClusterSnapshot, WorkloadKind};
 use crate::render::{ControlPlaneSpec, control_plane, istiod_name, operator};
+use crate::selector::Labels;
 use crate::status::workloads::pod_workload;
 use crate::version::Revision;
 
@@ -25,6 +26,11 @@ fn created(object: String) -> Change {
     Change { object, field: "object".into(), before: None, after: Some("created".into()) }
 }
 
+/// An existing object overwritten whole (a green gateway that was already deployed).
+fn replaced(object: String) -> Change {
+    Change { object, field: "object".into(), before: Some("exists".into()), after: Some("replaced".into()) }
+}
+
 fn deleted(object: String) -> Change {
     Change { object, field: "object".into(), before: Some("exists".into()), after: None }
 }
@@ -39,8 +45,13 @@ fn set(object: &str, field: &str, before: Option<&String>, after: Option<&str>) 
 }
 
 /// The green gateway's name: blue's with the revision replaced, else blue's plus the target revision.
-fn green_name(blue: &str, from: &str, to: &str) -> String {
+pub(super) fn green_name(blue: &str, from: &str, to: &str) -> String {
     if blue.contains(from) && from != "default" { blue.replace(from, to) } else { format!("{blue}-{to}") }
+}
+
+/// The LoadBalancer selector key the switch moves from the source revision to the target.
+pub(super) fn colour_key(selector: &Labels) -> &'static str {
+    if selector.contains_key(COLOUR_LABEL) { COLOUR_LABEL } else { "istio.io/rev" }
 }
 
 /// `-<rev>`, or nothing for the default revision (Istio's object-name convention).
@@ -102,17 +113,34 @@ pub fn build(snapshot: &ClusterSnapshot, s: &Subject, request: &PlanRequest) -> 
         let lb_object = format!("Service/{}/{}", lb.namespace, lb.name);
         for blue in &s.blue_gateways {
             let green = green_name(&blue.name, from, to);
+            let ns = blue.namespace.as_str();
+            // A green that exists already (pre-staged, or left by an earlier run) is not created: the step
+            // replaces it with blue re-targeted (the executor journals the live object first, and undo puts it
+            // back rather than deleting it). The step is kept, not skipped, for its gates: green must be
+            // proven to serve what blue serves before the switch, whoever deployed it.
+            let deployment_exists = snapshot
+                .workloads
+                .iter()
+                .any(|w| w.kind == WorkloadKind::Deployment && w.namespace == ns && w.name == green);
+            let service_exists = snapshot.services.iter().any(|svc| svc.namespace == ns && svc.name == green);
+            let green_object = |kind: &str, exists: bool| {
+                let object = format!("{kind}/{ns}/{green}");
+                if exists { replaced(object) } else { created(object) }
+            };
+            let undo = match (deployment_exists, service_exists) {
+                (false, false) => "delete the green Deployment and Service".to_owned(),
+                (true, true) => "restore the green Deployment and Service as they were before the step".to_owned(),
+                (true, false) => {
+                    "delete the green Service; restore the green Deployment as it was before the step".to_owned()
+                }
+                (false, true) => {
+                    "delete the green Deployment; restore the green Service as it was before the step".to_owned()
+                }
+            };
             push(
                 format!("deploy-gateway-{green}"),
-                Action::DeployGateway {
-                    namespace: blue.namespace.clone(),
-                    name: green.clone(),
-                    blue: blue.name.clone(),
-                },
-                vec![
-                    created(format!("Deployment/{}/{green}", blue.namespace)),
-                    created(format!("Service/{}/{green}", blue.namespace)),
-                ],
+                Action::DeployGateway { namespace: ns.to_owned(), name: green.clone(), blue: blue.name.clone() },
+                vec![green_object("Deployment", deployment_exists), green_object("Service", service_exists)],
                 vec![format!("revision {to} is ready")],
                 vec![
                     format!("{green} is ready"),
@@ -121,10 +149,10 @@ pub fn build(snapshot: &ClusterSnapshot, s: &Subject, request: &PlanRequest) -> 
                         blue.namespace, lb_object
                     ),
                 ],
-                "delete the green Deployment and Service".into(),
+                undo,
             );
         }
-        let key = if lb.selector.contains_key(COLOUR_LABEL) { COLOUR_LABEL } else { "istio.io/rev" };
+        let key = colour_key(&lb.selector);
         let field = format!("spec.selector.{key}");
         let before = lb.selector.get(key);
         assumptions.push(Assumption { object: lb_object.clone(), field: field.clone(), value: before.cloned() });

@@ -1,12 +1,14 @@
 //! What an upgrade is about: the source revision and version, the target revision, the user-owned
 //! LoadBalancer and its blue gateways, the tags and the namespaces to move. Read from the status analysis.
 
+use crate::green::Recolour;
 use crate::model::ClusterSnapshot;
-use crate::selector::{Labels, parse_selector};
-use crate::status::{GatewayStatus, InjectionMode, StatusReport, analyze};
+use crate::selector::{Labels, parse_selector, service_selects};
+use crate::status::{GatewayServiceStatus, GatewayStatus, InjectionMode, StatusReport, analyze};
 use crate::version::{IstioVersion, Revision};
 
-use super::{PlanError, PlanRequest};
+use super::steps::{colour_key, green_name};
+use super::{MissedGreen, PlanError, PlanRequest};
 
 /// The LoadBalancer in front of the gateways.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,7 +42,8 @@ pub struct Subject {
     pub tags: Vec<String>,
     /// Namespaces to relabel, in order.
     pub namespaces: Vec<String>,
-    /// Namespaces injected through a tag of the source (they move with the tag, then restart).
+    /// Namespaces injected through a tag of the source (they move with the tag, then restart), except those
+    /// `--namespaces` lists (they are relabelled and restarted with the others).
     pub tag_namespaces: Vec<String>,
 }
 
@@ -128,7 +131,23 @@ pub fn find_subject(snapshot: &ClusterSnapshot, request: &PlanRequest) -> Result
             }
         },
     };
-    let blue_gateways = lb
+    // The blue gateways are the ones the LoadBalancer selects now; they must be the source revision's (the
+    // target's may be selected too: a green deployed and widened to by hand is switched to, not cloned).
+    if let Some(s) = lb {
+        let mut serves: Vec<String> = s.selects.iter().map(|g| g.revision.clone()).collect();
+        serves.sort();
+        serves.dedup();
+        let foreign = serves.iter().any(|r| r != &source.revision && r != to_revision.as_str());
+        if foreign || !serves.contains(&source.revision) {
+            return Err(PlanError::LoadBalancerNotOnSource {
+                service: format!("{}/{}", s.namespace, s.name),
+                from: source.revision.clone(),
+                to: to_revision.to_string(),
+                serves,
+            });
+        }
+    }
+    let blue_gateways: Vec<GatewayStatus> = lb
         .map(|s| {
             report
                 .gateways
@@ -142,6 +161,9 @@ pub fn find_subject(snapshot: &ClusterSnapshot, request: &PlanRequest) -> Result
                 .collect()
         })
         .unwrap_or_default();
+    if let Some(s) = lb {
+        check_switch_selects_green(s, &blue_gateways, source.revision.as_str(), &from_version, &to_revision, request)?;
+    }
     let tags: Vec<String> =
         report.tags.iter().filter(|t| t.revision == source.revision).map(|t| t.tag.clone()).collect();
     let tag_namespaces: Vec<String> = report
@@ -167,6 +189,12 @@ pub fn find_subject(snapshot: &ClusterSnapshot, request: &PlanRequest) -> Result
                     return Err(PlanError::UnknownNamespace(ns.clone()));
                 }
             }
+            // Checked after existence, so a list with both a typo and a repeat reports the typo.
+            for (i, ns) in list.iter().enumerate() {
+                if list[..i].contains(ns) {
+                    return Err(PlanError::DuplicateNamespace(ns.clone()));
+                }
+            }
             list.clone()
         }
         None => {
@@ -188,6 +216,9 @@ pub fn find_subject(snapshot: &ClusterSnapshot, request: &PlanRequest) -> Result
                 .collect()
         }
     };
+    // A tag namespace listed in --namespaces is relabelled (and restarted) with the others: it is not
+    // restarted a second time as a tag namespace.
+    let tag_namespaces: Vec<String> = tag_namespaces.into_iter().filter(|n| !namespaces.contains(n)).collect();
     Ok(Subject {
         from_revision: source.revision.clone(),
         from_version,
@@ -204,4 +235,61 @@ pub fn find_subject(snapshot: &ClusterSnapshot, request: &PlanRequest) -> Result
         tag_namespaces,
         report,
     })
+}
+
+/// Refuses a switch that would leave the LoadBalancer selecting no green gateway. Green is blue recoloured
+/// exactly as the executor will deploy it (`green::Recolour`: colour labels naming the source revision move
+/// to the target), and the switch sets the selector's colour key to the target revision; every green must
+/// match the selector that results, or its share of the traffic would have nowhere to go once blue retires.
+fn check_switch_selects_green(
+    lb: &GatewayServiceStatus,
+    blues: &[GatewayStatus],
+    from: &str,
+    from_version: &IstioVersion,
+    to: &Revision,
+    request: &PlanRequest,
+) -> Result<(), PlanError> {
+    let key = colour_key(&lb.selector);
+    let mut after = lb.selector.clone();
+    after.insert(key.to_owned(), to.to_string());
+    for blue in blues {
+        let green = green_name(&blue.name, from, to.as_str());
+        let recolour = Recolour {
+            from_revision: from.to_owned(),
+            to_revision: to.to_string(),
+            from_version: from_version.to_string(),
+            to_version: request.to.to_string(),
+            green_name: green.clone(),
+        };
+        let deployment = recolour.deployment(&serde_json::json!({
+            "metadata": { "name": blue.name },
+            "spec": { "template": { "metadata": { "labels": blue.pod_labels } } },
+        }));
+        let labels: Labels = deployment["spec"]["template"]["metadata"]["labels"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
+            .collect();
+        if !service_selects(&after, &labels) {
+            let mismatched = after
+                .iter()
+                .filter(|(k, v)| labels.get(*k) != Some(*v))
+                .map(|(k, v)| match labels.get(k) {
+                    Some(other) => format!("{k}={v} but green has {k}={other}"),
+                    None => format!("{k}={v} but green has no {k}"),
+                })
+                .collect();
+            return Err(PlanError::SwitchMissesGreen(Box::new(MissedGreen {
+                service: format!("{}/{}", lb.namespace, lb.name),
+                field: format!("spec.selector.{key}"),
+                from: from.to_owned(),
+                to: to.to_string(),
+                blue: blue.name.clone(),
+                green,
+                mismatched,
+            })));
+        }
+    }
+    Ok(())
 }

@@ -54,7 +54,22 @@ async fn status(ctx: &Ctx, namespace: &str, service: &str, port: i64, path: &str
     let request = http::Request::get(&uri).body(Body::empty()).map_err(|e| e.to_string())?;
     let send = ctx.client.send(request);
     match tokio::time::timeout(Duration::from_secs(10), send).await {
-        Ok(Ok(response)) => Ok(response.status().as_u16()),
+        // The apiserver refusing the proxy request is not the gateway's answer: comparing two refusals
+        // would prove nothing.
+        Ok(Ok(response)) => {
+            let code = response.status().as_u16();
+            if matches!(code, 401 | 403) {
+                let body = response.into_body().collect_bytes().await.unwrap_or_default();
+                let status: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+                if status["kind"] == "Status" {
+                    return Err(format!(
+                        "the apiserver refused to proxy to {namespace}/{service} ({code} {}): grant `get services/proxy` (see `meshshift rbac`)",
+                        status["reason"].as_str().unwrap_or_default()
+                    ));
+                }
+            }
+            Ok(code)
+        }
         Ok(Err(e)) => Err(e.to_string()),
         Err(_) => Err("no answer within 10 s".into()),
     }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use meshshift_core::plan::{Plan, plan};
 use meshshift_engine::run::{describe, is_over};
 use meshshift_engine::{EngineError, Options, Outcome, Run, TrafficGate, TrafficVerdict};
-use meshshift_kube::journal_store::JournalStore;
+use meshshift_kube::journal_store::{JournalStore, JournalStoreError};
 
 use std::path::PathBuf;
 
@@ -36,6 +36,7 @@ fn options(args: &RunArgs, cluster: &crate::cli::ClusterArgs) -> Options {
     o.parallelism = args.parallelism;
     o.rollout_timeout = Duration::from_secs(args.rollout_timeout);
     o.health_check_wait = Duration::from_secs(args.health_check_wait);
+    o.lock_duration = Duration::from_secs(args.lock_seconds.max(3));
     if let Ok(s) = std::env::var("MESHSHIFT_SOAK_SECONDS")
         && let Ok(n) = s.parse()
     {
@@ -48,6 +49,7 @@ fn code_of(e: &EngineError) -> Code {
     match e {
         EngineError::Drift(_) => Code::PlanRefused,
         EngineError::RunInProgress { .. } | EngineError::Lock(_) | EngineError::NoRun(_) => Code::Busy,
+        EngineError::Journal(JournalStoreError::Corrupted { .. } | JournalStoreError::Conflict { .. }) => Code::Busy,
         EngineError::Api { .. } | EngineError::Journal(_) => Code::Cluster,
         _ => Code::RunFailed,
     }
@@ -55,9 +57,145 @@ fn code_of(e: &EngineError) -> Code {
 
 fn read_plan(path: &std::path::Path) -> Result<Plan, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("--plan {}: {e}", path.display()))?;
-    serde_json::from_str(&text)
-        .or_else(|_| serde_saphyr::from_str(&text))
-        .map_err(|e| format!("--plan {}: not a meshshift plan: {e}", path.display()))
+    serde_json::from_str(&text).or_else(|_| serde_saphyr::from_str(&text)).map_err(|e| {
+        format!("--plan {}: not a meshshift plan: {e}; save one with `meshshift plan -o json`", path.display())
+    })
+}
+
+/// Reports a journal that could not be loaded: corrupted (9: an unfinished run nobody can continue),
+/// forbidden or unreachable (4).
+fn journal_load_failed(e: &JournalStoreError, namespace: &str) -> Code {
+    match e {
+        JournalStoreError::Corrupted { .. } | JournalStoreError::Conflict { .. } => {
+            eprintln!("error: {e}");
+            Code::Busy
+        }
+        JournalStoreError::Api { source, .. } => {
+            let name = meshshift_kube::journal_store::JOURNAL_NAME;
+            eprintln!("error: reading the journal {namespace}/{name}: {}", meshshift_engine::error::explain(source));
+            Code::Cluster
+        }
+    }
+}
+
+/// Run options that are wrong whatever the cluster holds, refused before anything talks to it.
+fn check_run_args(args: &RunArgs, rollback: bool) -> Result<(), String> {
+    let ratio = |flag: &str, v: f64| {
+        if v.is_finite() && (0.0..=1.0).contains(&v) {
+            Ok(())
+        } else {
+            Err(format!("{flag} {v}: a share of requests, between 0 and 1 (e.g. 0.01 for 1%)"))
+        }
+    };
+    ratio("--error-budget", args.error_budget)?;
+    ratio("--prometheus-error-ratio", args.prometheus_error_ratio)?;
+    if !args.probe_rate.is_finite() || args.probe_rate <= 0.0 {
+        return Err(format!("--probe-rate {}: requests per second must be above 0, e.g. 50", args.probe_rate));
+    }
+    for url in &args.probe {
+        meshshift_probe::Target::parse(url).map_err(|e| format!("--probe: {e}"))?;
+    }
+    if let Some(url) = &args.prometheus {
+        meshshift_prom::Endpoint::parse(url).map_err(|e| format!("--prometheus: {e}"))?;
+    }
+    if args.parallelism == 0 {
+        return Err("--parallelism 0: at least one workload must restart at a time".into());
+    }
+    if meshshift_core::version::Revision::parse(&args.state_namespace).is_err() {
+        return Err(format!(
+            "--state-namespace {:?}: not a namespace name (lowercase letters, digits and '-', at most 63)",
+            args.state_namespace
+        ));
+    }
+    match &args.until {
+        Some(_) if rollback => {
+            Err("--until: a rollback undoes every completed step; --until is for apply and resume".into())
+        }
+        Some(id) if id.is_empty() => Err("--until: give a step id from the plan, e.g. 03-switch-load-balancer".into()),
+        _ => Ok(()),
+    }
+}
+
+/// Before a run takes its lock: may these credentials keep meshshift's books (the namespace, the run
+/// Lease and the journal ConfigMap)? Asked with SelfSubjectAccessReviews, which change nothing, so that
+/// credentials that may only read are refused without a single write. A review that cannot be asked
+/// leaves the answer to the run itself.
+async fn may_keep_books(client: &kube::Client, namespace: &str) -> Result<(), String> {
+    use k8s_openapi::api::authorization::v1::SelfSubjectAccessReview;
+    let namespaces: kube::Api<k8s_openapi::api::core::v1::Namespace> = kube::Api::all(client.clone());
+    let mut needs: Vec<(&str, &str, &str, Option<&str>)> = Vec::new();
+    if let Ok(None) = namespaces.get_opt(namespace).await {
+        needs.push(("", "namespaces", "create", None));
+    }
+    for (group, resource) in [("coordination.k8s.io", "leases"), ("", "configmaps")] {
+        for verb in ["create", "update"] {
+            needs.push((group, resource, verb, Some(namespace)));
+        }
+    }
+    let reviews: kube::Api<SelfSubjectAccessReview> = kube::Api::all(client.clone());
+    let mut denied = Vec::new();
+    for (group, resource, verb, ns) in needs {
+        let review: SelfSubjectAccessReview = serde_json::from_value(json!({
+            "spec": {"resourceAttributes": {"group": group, "resource": resource, "verb": verb, "namespace": ns}}
+        }))
+        .map_err(|e| e.to_string())?;
+        match reviews.create(&kube::api::PostParams::default(), &review).await {
+            Ok(r) if r.status.as_ref().is_some_and(|s| s.allowed) => {}
+            Ok(_) => denied.push(format!(
+                "{verb} {resource}{} {}",
+                if group.is_empty() { String::new() } else { format!(".{group}") },
+                ns.map(|n| format!("in {n}")).unwrap_or_else(|| "cluster-wide".into())
+            )),
+            Err(_) => return Ok(()),
+        }
+    }
+    if denied.is_empty() {
+        return Ok(());
+    }
+    Err(format!(
+        "forbidden: these credentials may not {} (meshshift's run lock and journal); grant them (see `meshshift rbac`) or use another --context; nothing was changed",
+        denied.join(", ")
+    ))
+}
+
+/// A plan installed by helm or istioctl needs the tool: a missing one is refused before the run writes its
+/// journal, not found at its first step.
+fn check_installer(plan: &Plan) -> Result<(), String> {
+    use meshshift_core::plan::{Action, Installer};
+    for step in &plan.steps {
+        let Action::InstallControlPlane { installer, .. } = &step.action else { continue };
+        let tool = match installer {
+            Installer::Helm => "helm",
+            Installer::Istioctl => "istioctl",
+            Installer::Manifests | Installer::Operator => continue,
+        };
+        let bin = meshshift_engine::external::binary(tool);
+        let found = if bin.components().count() > 1 {
+            bin.is_file()
+        } else {
+            std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(&bin).is_file()))
+        };
+        if !found {
+            return Err(format!(
+                "--installer {tool}: {} was not found; install {tool} or point $MESHSHIFT_{} at it (step {} runs it)",
+                bin.display(),
+                tool.to_uppercase(),
+                step.id
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `--until` must name a step of the plan; checked before the run takes its lock or writes its journal.
+fn check_until(args: &RunArgs, plan: &Plan) -> Result<(), String> {
+    match &args.until {
+        Some(id) if !plan.steps.iter().any(|s| &s.id == id) => Err(format!(
+            "--until {id}: no such step in the plan; steps: {}",
+            plan.steps.iter().map(|s| s.id.as_str()).collect::<Vec<_>>().join(", ")
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// The probe that measures traffic while a run works.
@@ -262,6 +400,10 @@ async fn finish_record(
 
 /// `meshshift apply`.
 pub async fn apply(args: ApplyArgs) -> Code {
+    if let Err(e) = check_run_args(&args.run, false) {
+        eprintln!("error: {e}");
+        return Code::Usage;
+    }
     let planned = match (&args.plan, &args.to) {
         (Some(path), _) => read_plan(path).map(Some),
         (None, Some(to)) => super::plan::request(to, &args.options).map(|_| None),
@@ -274,6 +416,16 @@ pub async fn apply(args: ApplyArgs) -> Code {
             return Code::Usage;
         }
     };
+    // A saved plan must be one meshshift made, unedited: its steps are executed as written.
+    if let (Some(p), Some(path)) = (&saved, &args.plan)
+        && let Err(e) = meshshift_engine::drift::consistent(p)
+    {
+        eprintln!(
+            "error: --plan {}: {e}; re-plan with `meshshift plan -o json` rather than edit a plan",
+            path.display()
+        );
+        return Code::PlanRefused;
+    }
     let client = match super::status::client(&args.cluster).await {
         Ok(c) => c,
         Err(code) => return code,
@@ -286,10 +438,7 @@ pub async fn apply(args: ApplyArgs) -> Code {
             return code_of(&e);
         }
         Ok(_) => {}
-        Err(e) => {
-            eprintln!("error: {e}");
-            return Code::Cluster;
-        }
+        Err(e) => return journal_load_failed(&e, &args.run.state_namespace),
     }
     let plan = match saved {
         Some(p) => {
@@ -322,6 +471,9 @@ pub async fn apply(args: ApplyArgs) -> Code {
                     return Code::Cluster;
                 }
             };
+            if let Err(code) = super::plan::refuse_partial(&snapshot) {
+                return code;
+            }
             match plan(&snapshot, &req) {
                 Ok(p) => p,
                 Err(e) => {
@@ -331,10 +483,18 @@ pub async fn apply(args: ApplyArgs) -> Code {
             }
         }
     };
+    if let Err(e) = check_until(&args.run, &plan).and_then(|()| check_installer(&plan)) {
+        eprintln!("error: {e}");
+        return Code::Usage;
+    }
     if args.dry_run {
         print!("{}", super::plan::render_table(&plan));
         eprintln!("dry run: the plan is valid against the cluster; nothing was changed");
         return Code::Ok;
+    }
+    if let Err(e) = may_keep_books(&client, &args.run.state_namespace).await {
+        eprintln!("error: {e}");
+        return Code::Cluster;
     }
     let dir = run_dir(&args.run, "apply");
     let recorder = match Recorder::create(&dir, &plan) {
@@ -377,23 +537,44 @@ pub async fn apply(args: ApplyArgs) -> Code {
 }
 
 async fn continue_run(args: ContinueArgs, rollback: bool) -> Code {
+    if let Err(e) = check_run_args(&args.run, rollback) {
+        eprintln!("error: {e}");
+        return Code::Usage;
+    }
     let client = match super::status::client(&args.cluster).await {
         Ok(c) => c,
         Err(code) => return code,
     };
     // The record needs the plan before the run opens: read it from the journal.
     let plan = match JournalStore::new(&client, &args.run.state_namespace).load().await {
+        // Nothing left to do in the asked direction: refused before the run takes its lock.
+        Ok(Some(s)) if !rollback && is_over(&s.journal) => {
+            eprintln!(
+                "error: nothing to resume: the last run is over ({}); start a new one with `meshshift apply`",
+                describe(&s)
+            );
+            return Code::Busy;
+        }
+        Ok(Some(s)) if rollback && s.journal.next() == meshshift_core::journal::Next::RolledBack => {
+            eprintln!("error: nothing to roll back: the last run was rolled back already ({})", describe(&s));
+            return Code::Busy;
+        }
         Ok(Some(s)) => s.plan,
         Ok(None) => {
             let e = EngineError::NoRun(args.run.state_namespace.clone());
             eprintln!("error: {e}");
             return code_of(&e);
         }
-        Err(e) => {
-            eprintln!("error: {e}");
-            return Code::Cluster;
-        }
+        Err(e) => return journal_load_failed(&e, &args.run.state_namespace),
     };
+    if let Err(e) = check_until(&args.run, &plan) {
+        eprintln!("error: {e}");
+        return Code::Usage;
+    }
+    if let Err(e) = may_keep_books(&client, &args.run.state_namespace).await {
+        eprintln!("error: {e}");
+        return Code::Cluster;
+    }
     let dir = run_dir(&args.run, if rollback { "rollback" } else { "resume" });
     let recorder = match Recorder::create(&dir, &plan) {
         Ok(r) => Arc::new(r),

@@ -5,6 +5,7 @@ pub mod lab;
 pub mod plan;
 pub mod probe;
 pub mod progress;
+pub mod rbac;
 pub mod recorder;
 pub mod report;
 pub mod status;
@@ -36,6 +37,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Rollback(args) => apply::rollback(args).await.into(),
         Command::Probe(args) => probe::run(args).await.into(),
         Command::Report(args) => report::run(&args).into(),
+        Command::Rbac(args) => rbac::run(&args).into(),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "meshshift", &mut std::io::stdout());
             Code::Ok.into()

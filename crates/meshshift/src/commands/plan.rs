@@ -13,8 +13,28 @@ pub fn request(to: &str, args: &PlanOptions) -> Result<PlanRequest, String> {
     let mut req = PlanRequest::new(to);
     req.revision = args.revision.as_deref().map(Revision::parse).transpose().map_err(|e| format!("--revision: {e}"))?;
     req.from.clone_from(&args.from);
+    if let Some(svc) = &args.gateway_service {
+        match svc.split_once('/') {
+            Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {}
+            _ => return Err(format!("--gateway-service {svc:?}: expected NAMESPACE/NAME, e.g. istio-ingress/ingress")),
+        }
+    }
     req.gateway_service.clone_from(&args.gateway_service);
+    if let Some(list) = &args.namespaces {
+        let mut seen = std::collections::BTreeSet::new();
+        for ns in list {
+            if ns.is_empty() {
+                return Err("--namespaces: an empty name; give namespaces separated by commas, e.g. a,b".into());
+            }
+            if !seen.insert(ns) {
+                return Err(format!("--namespaces: {ns} is listed twice; name each namespace once"));
+            }
+        }
+    }
     req.namespaces.clone_from(&args.namespaces);
+    if let Some(sel) = &args.namespace_selector {
+        meshshift_core::selector::parse_selector(sel).map_err(|e| format!("--namespace-selector: {e}"))?;
+    }
     req.namespace_selector.clone_from(&args.namespace_selector);
     req.strategy = match args.strategy {
         Strategy::Switch => SwitchStrategy::Switch,
@@ -32,6 +52,20 @@ pub fn request(to: &str, args: &PlanOptions) -> Result<PlanRequest, String> {
     Ok(req)
 }
 
+/// A plan is only as complete as what was read: refuses (exit 4) when a kind could not be listed, since
+/// a plan made without it could miss pods to restart or webhooks that inject.
+pub fn refuse_partial(snapshot: &meshshift_core::model::ClusterSnapshot) -> Result<(), Code> {
+    if snapshot.unreadable.is_empty() {
+        return Ok(());
+    }
+    let kinds: Vec<&str> = snapshot.unreadable.iter().map(|u| u.resource.as_str()).collect();
+    eprintln!(
+        "error: cannot plan: these credentials may not list {}; a plan made without them could miss what they hold: grant them (see `meshshift rbac`) or use another --context",
+        kinds.join(", ")
+    );
+    Err(Code::Cluster)
+}
+
 /// Runs the command.
 pub async fn run(args: PlanArgs) -> Code {
     // Bad input is refused before anything talks to the cluster.
@@ -46,6 +80,9 @@ pub async fn run(args: PlanArgs) -> Code {
         Ok(s) => s,
         Err(code) => return code,
     };
+    if let Err(code) = refuse_partial(&snapshot) {
+        return code;
+    }
     let plan = match plan(&snapshot, &req) {
         Ok(p) => p,
         Err(e) => {

@@ -43,6 +43,7 @@ fn phase_word(p: Phase) -> &'static str {
     match p {
         Phase::Starting => "recording prior values",
         Phase::Applying => "applying",
+        Phase::Applied => "applied",
         Phase::Verifying => "checking gates",
         Phase::Done => "done",
         Phase::Undoing => "undoing",

@@ -23,6 +23,7 @@ fn phase_name(p: Phase) -> &'static str {
     match p {
         Phase::Starting => "starting",
         Phase::Applying => "applying",
+        Phase::Applied => "applied",
         Phase::Verifying => "verifying",
         Phase::Done => "done",
         Phase::Undoing => "undoing",
@@ -77,8 +78,24 @@ impl Recorder {
     }
 }
 
+/// Fault injection for the crash tests (docs/reliability.md): `MESHSHIFT_FAULT_KILL_AT=<step id>:<phase>`
+/// kills this process with SIGKILL when the step reaches the phase (`applying`: its prior values are
+/// journaled, nothing written; `applied`: written, not journaled; `done`: journaled done). Nothing is
+/// cleaned up, as in a real crash: the lock stays until its lease expires.
+fn fault_point(step: &Step, phase: Phase) {
+    let Ok(target) = std::env::var("MESHSHIFT_FAULT_KILL_AT") else { return };
+    if target == format!("{}:{}", step.id, phase_name(phase)) {
+        eprintln!("fault injection: SIGKILL at {target}");
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::this(), nix::sys::signal::Signal::SIGKILL);
+    }
+}
+
 impl Observer for Recorder {
     fn step(&self, index: usize, step: &Step, phase: Phase) {
+        fault_point(step, phase);
+        if phase == Phase::Applied {
+            return;
+        }
         if let Ok(mut c) = self.current.lock() {
             *c = (index, step.id.clone(), phase_name(phase));
         }

@@ -38,6 +38,12 @@ pub async fn run(args: StatusArgs) -> Code {
         }
     };
     print!("{text}");
+    if report.revisions.is_empty() && snapshot.unreadable.iter().any(|u| u.resource == "deployments") {
+        eprintln!(
+            "error: these credentials may not list Deployments, so no istiod can be seen; grant it (see `meshshift rbac`) or use another --context"
+        );
+        return Code::Cluster;
+    }
     if report.revisions.is_empty() {
         eprintln!(
             "error: no Istio control plane (istiod Deployment) found in this cluster; install Istio or check --context"
@@ -50,7 +56,20 @@ pub async fn run(args: StatusArgs) -> Code {
         FailOn::Error => Severity::Error,
     });
     match threshold {
-        Some(t) if report.findings.iter().any(|f| f.severity >= t) => Code::Findings,
+        Some(t) if report.findings.iter().any(|f| f.severity >= t) => {
+            let codes: std::collections::BTreeSet<String> = report
+                .findings
+                .iter()
+                .filter(|f| f.severity >= t)
+                .filter_map(|f| serde_json::to_value(f.code).ok()?.as_str().map(str::to_owned))
+                .collect();
+            eprintln!(
+                "error: findings at or above --fail-on {}: {}; fix them (see FINDINGS) or raise --fail-on",
+                format!("{t:?}").to_lowercase(),
+                codes.into_iter().collect::<Vec<_>>().join(", ")
+            );
+            Code::Findings
+        }
         _ => Code::Ok,
     }
 }

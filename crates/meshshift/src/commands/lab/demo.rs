@@ -54,9 +54,32 @@ async fn wait_serving(url: &str) -> anyhow::Result<()> {
     }
 }
 
+/// The demo's versions, refused before any lab starts when they cannot make a one-hop upgrade in the lab.
+fn versions(args: &LabDemoArgs) -> Result<(IstioVersion, IstioVersion), String> {
+    let from: IstioVersion = args.from.parse().map_err(|e| format!("--from: {e}"))?;
+    let to: IstioVersion = args.to.parse().map_err(|e| format!("--to: {e}"))?;
+    if from.minor_line() < (1, 9) {
+        return Err(format!("--from {from}: the lab emulates Istio 1.9 and later"));
+    }
+    let mode = meshshift_core::path::UpgradeMode::Revision;
+    match meshshift_core::path::upgrade_path(&from, &to, mode, false) {
+        Err(e) => Err(e.to_string()),
+        Ok(hops) if hops.is_empty() => Err(format!("--from and --to are both {from}: nothing to upgrade")),
+        Ok(hops) if hops.len() > 1 => {
+            Err(format!("{from} -> {to} needs {} hops; give a --to at most 2 minors ahead of --from", hops.len()))
+        }
+        Ok(_) => Ok((from, to)),
+    }
+}
+
 pub async fn demo(args: &LabDemoArgs) -> anyhow::Result<Code> {
-    let from: IstioVersion = args.from.parse()?;
-    let to: IstioVersion = args.to.parse()?;
+    let (from, to) = match versions(args) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(Code::Usage);
+        }
+    };
     let rev = from.revision();
     lifecycle::up(&LabUpArgs {
         dir: args.dir.clone(),
@@ -126,6 +149,7 @@ pub async fn demo(args: &LabDemoArgs) -> anyhow::Result<Code> {
             prometheus_error_ratio: 0.0,
             prometheus_window: 10,
             run_dir: Some(run_dir.clone()),
+            lock_seconds: 30,
         },
         dry_run: false,
     })

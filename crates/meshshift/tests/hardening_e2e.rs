@@ -1,0 +1,152 @@
+//! Crash and rollback at every step of a lab upgrade (1.9.7 -> 1.10.6, the seed's layout, bookinfo) under
+//! traffic, through the real binary (docs/reliability.md):
+//! - meshshift is killed with SIGKILL at every step, at three points (prior values journaled but nothing
+//!   written; written but not journaled; journaled done), and `resume` carries on each time: the final
+//!   cluster equals an uninterrupted run's, object by object;
+//! - for every step k, a run stopped after k and rolled back leaves the cluster identical to the start.
+//!
+//! An in-process open-loop prober sends requests through the LoadBalancer the whole time: none may fail.
+
+mod support;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use meshshift_lab::netsvc::LoadBalancers;
+use meshshift_lab::{LabOptions, TestCluster};
+use meshshift_probe::{ProbeConfig, ProbeHandle, Prober};
+use serde_json::Value;
+use support::view::{assert_same, view};
+use support::{install_mesh, meshshift_with_env};
+
+struct Lab {
+    cluster: TestCluster,
+    kc: String,
+    client: kube::Client,
+    url: String,
+}
+
+async fn lab() -> Lab {
+    let cluster = TestCluster::start_lab(Path::new(env!("CARGO_BIN_EXE_meshshift")), &LabOptions::full(3))
+        .unwrap_or_else(|e| panic!("lab did not start: {e}"));
+    install_mesh(cluster.dir().to_str().expect("dir"));
+    let addr = LoadBalancers::host_addr(cluster.dir(), "istio-ingress", "ingress", 80)
+        .expect("loadbalancers.json")
+        .expect("the ingress has a host port");
+    let kc = cluster.kubeconfig_path().to_str().expect("kubeconfig").to_owned();
+    let client = cluster.client().await.expect("client");
+    let url = format!("http://{addr}/productpage");
+    meshshift_lab::testing::eventually("the ingress serves", Duration::from_secs(60), || {
+        let url = url.clone();
+        async move {
+            let mut c = ProbeConfig::new(vec![url], 50.0);
+            c.duration = Some(Duration::from_millis(400));
+            let r = Prober::start(c).ok()?.wait().await.ok()?;
+            (r.summary.total > 0 && r.summary.failed == 0).then_some(())
+        }
+    })
+    .await;
+    Lab { cluster, kc, client, url }
+}
+
+/// Runs meshshift (short soak, short lease); returns (exit code, killed by a signal, output).
+fn ms(lab: &Lab, args: &[&str], kill_at: Option<&str>) -> (Option<i32>, bool, String) {
+    let mut all: Vec<&str> = args.to_vec();
+    all.extend(["--kubeconfig", &lab.kc]);
+    if args[0] != "plan" {
+        all.extend(["--lock-seconds", "3"]);
+    }
+    let mut env = vec![("MESHSHIFT_SOAK_SECONDS", "1")];
+    if let Some(point) = kill_at {
+        env.push(("MESHSHIFT_FAULT_KILL_AT", point));
+    }
+    let run = meshshift_with_env(&all, &env);
+    (Some(run.code).filter(|c| *c >= 0), run.code < 0, format!("{}{}", run.stdout, run.stderr))
+}
+
+/// Runs until it is not refused for a lock a killed run left (its lease expires after 3 s).
+fn ms_after_lease(lab: &Lab, args: &[&str], kill_at: Option<&str>) -> (Option<i32>, bool, String) {
+    let began = Instant::now();
+    loop {
+        let (code, killed, out) = ms(lab, args, kill_at);
+        if code == Some(9) && out.contains("the lock") && began.elapsed() < Duration::from_secs(30) {
+            std::thread::sleep(Duration::from_millis(500));
+            continue;
+        }
+        return (code, killed, out);
+    }
+}
+
+fn step_ids(lab: &Lab, to: &str) -> Vec<String> {
+    let (code, _, out) = ms(lab, &["plan", "--to", to, "-o", "json"], None);
+    assert_eq!(code, Some(0), "{out}");
+    let json_start = out.find('{').expect("plan json");
+    let plan: Value = serde_json::from_str(&out[json_start..]).expect("plan json");
+    plan["steps"].as_array().expect("steps").iter().map(|s| s["id"].as_str().expect("id").to_owned()).collect()
+}
+
+/// Restart times differ between runs; everything else must not.
+fn without_restart_times(mut v: Value) -> Value {
+    for d in v["deployments"].as_object_mut().into_iter().flatten().map(|(_, d)| d) {
+        if let Some(a) = d["template_annotations"].as_object_mut()
+            && a.contains_key("kubectl.kubernetes.io/restartedAt")
+        {
+            a.insert("kubectl.kubernetes.io/restartedAt".into(), Value::from("<restarted>"));
+        }
+    }
+    v
+}
+
+async fn no_failures(probe: ProbeHandle) {
+    let result = probe.stop().await.expect("prober");
+    eprintln!("{}", result.summary.to_text());
+    assert!(result.summary.total > 500, "traffic flowed: {}", result.summary.total);
+    assert_eq!(result.summary.failed, 0, "no request may fail:\n{}", result.summary.to_text());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_at_every_step_and_resumed_ends_like_an_uninterrupted_run() {
+    let lab = lab().await;
+    let start = view(&lab.client).await;
+    let probe = Prober::start(ProbeConfig::new(vec![lab.url.clone()], 50.0)).expect("prober");
+    let ids = step_ids(&lab, "1.10.6");
+    let points: Vec<String> =
+        ids.iter().flat_map(|id| ["applying", "applied", "done"].map(|p| format!("{id}:{p}"))).collect();
+
+    let (code, killed, out) = ms(&lab, &["apply", "--to", "1.10.6"], Some(&points[0]));
+    assert!(killed, "killed at {}: {code:?} {out}", points[0]);
+    for point in &points[1..] {
+        let (code, killed, out) = ms_after_lease(&lab, &["resume"], Some(point));
+        assert!(killed, "resume killed at {point}: {code:?}\n{out}");
+    }
+    // Killed right after journaling the last step done: the run is over, and resume says so.
+    let (code, _, out) = ms_after_lease(&lab, &["resume"], None);
+    assert_eq!(code, Some(9), "{out}");
+    assert!(out.contains("the last run is over"), "{out}");
+    let crashed = without_restart_times(view(&lab.cluster.client().await.expect("client")).await);
+
+    // The same upgrade without crashes, from the same start.
+    let (code, _, out) = ms_after_lease(&lab, &["rollback"], None);
+    assert_eq!(code, Some(0), "{out}");
+    assert_same(&start, &view(&lab.client).await, "rolled back after the crashed run");
+    let (code, _, out) = ms_after_lease(&lab, &["apply", "--to", "1.10.6"], None);
+    assert_eq!(code, Some(0), "{out}");
+    let uninterrupted = without_restart_times(view(&lab.client).await);
+    assert_same(&uninterrupted, &crashed, "the crashed-and-resumed run against an uninterrupted one");
+    no_failures(probe).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rolled_back_after_every_step_the_cluster_is_the_start() {
+    let lab = lab().await;
+    let start = view(&lab.client).await;
+    let probe = Prober::start(ProbeConfig::new(vec![lab.url.clone()], 50.0)).expect("prober");
+    for id in step_ids(&lab, "1.10.6") {
+        let (code, _, out) = ms_after_lease(&lab, &["apply", "--to", "1.10.6", "--until", &id], None);
+        assert_eq!(code, Some(0), "apply --until {id}: {out}");
+        let (code, _, out) = ms_after_lease(&lab, &["rollback"], None);
+        assert_eq!(code, Some(0), "rollback after {id}: {out}");
+        assert_same(&start, &view(&lab.client).await, &format!("rolled back after {id}"));
+    }
+    no_failures(probe).await;
+}
