@@ -23,29 +23,34 @@ async fn rolled_out(client: &kube::Client, ns: &str, name: &str) {
     wait_rollout(&api, ns, name, Duration::from_secs(120)).await.unwrap_or_else(|e| panic!("{e}"));
 }
 
-#[tokio::test]
-async fn lab_runs_istio_1_9_7_charts_unchanged_shared_fixtures() {
-    let cluster = TestCluster::start_lab(std::path::Path::new(env!("CARGO_BIN_EXE_meshshift")), &LabOptions::full(2))
-        .unwrap_or_else(|e| panic!("lab did not start: {e}"));
-    let client = cluster.client().await.expect("client");
-
+/// Istio's real 1.9.7 manifests: CRDs, base, istiod 1-9-7, the gateway chart with its own LoadBalancer
+/// Service, bookinfo with its Gateway and VirtualService.
+async fn install_real_1_9_7(client: &kube::Client) {
     let mut cp = fixture_docs("istio-tree/1.9.7/crds/crd-all.gen.yaml");
     cp.extend(fixture_docs("istio-tree/1.9.7/crds/crd-operator.yaml"));
     cp.push(namespace("istio-system", &[]));
     cp.extend(fixture_docs("helm-rendered/1.9.7/base-no-crds.yaml"));
     cp.extend(fixture_docs("helm-rendered/1.9.7/istiod-rev-1-9-7.yaml"));
-    apply(&client, "istio-system", cp).await;
-    rolled_out(&client, "istio-system", "istiod-1-9-7").await;
+    apply(client, "istio-system", cp).await;
+    rolled_out(client, "istio-system", "istiod-1-9-7").await;
 
-    apply(&client, "istio-system", fixture_docs("helm-rendered/1.9.7/ingressgateway-rev-1-9-7.yaml")).await;
+    apply(client, "istio-system", fixture_docs("helm-rendered/1.9.7/ingressgateway-rev-1-9-7.yaml")).await;
     let mut apps = vec![namespace("bookinfo", &[("istio.io/rev", "1-9-7")])];
     apps.extend(in_namespace(fixture_docs("istio-tree/1.9.7/bookinfo/bookinfo.yaml"), "bookinfo"));
     apps.extend(in_namespace(fixture_docs("istio-tree/1.9.7/bookinfo/bookinfo-gateway.yaml"), "bookinfo"));
-    apply(&client, "bookinfo", apps).await;
-    rolled_out(&client, "istio-system", "istio-ingressgateway").await;
+    apply(client, "bookinfo", apps).await;
+    rolled_out(client, "istio-system", "istio-ingressgateway").await;
     for d in ["productpage-v1", "details-v1", "reviews-v1", "reviews-v2", "reviews-v3", "ratings-v1"] {
-        rolled_out(&client, "bookinfo", d).await;
+        rolled_out(client, "bookinfo", d).await;
     }
+}
+
+#[tokio::test]
+async fn lab_runs_istio_1_9_7_charts_unchanged_shared_fixtures() {
+    let cluster = TestCluster::start_lab(std::path::Path::new(env!("CARGO_BIN_EXE_meshshift")), &LabOptions::full(2))
+        .unwrap_or_else(|e| panic!("lab did not start: {e}"));
+    let client = cluster.client().await.expect("client");
+    install_real_1_9_7(&client).await;
 
     let addr = LoadBalancers::host_addr(cluster.dir(), "istio-system", "istio-ingressgateway", 80)
         .expect("registry")
@@ -70,4 +75,66 @@ async fn lab_runs_istio_1_9_7_charts_unchanged_shared_fixtures() {
         assert_eq!(get("/productpage").await, Some((200, Some("1-9-7".to_owned()))));
     }
     assert_eq!(get("/not-routed").await.map(|r| r.0), Some(404), "only the VirtualService's paths are routed");
+}
+
+/// The upgrade engine, starting from Istio's real 1.9.7 manifests: the chart's gateway owns its
+/// LoadBalancer Service, whose selector has no colour label, so the switch is make-before-break
+/// (`--strategy widen-narrow`: both colours, then green only). Under 50 req/s, no request may fail; afterwards
+/// the LoadBalancer selects only green and every bookinfo proxy runs 1.10.6 from 1-10-6.
+#[tokio::test]
+#[ignore = "open bug (issue 4): from the real 1.9.7 charts' layout the upgrade completes, but the probe's requests through the chart's LoadBalancer stall from about 21 s to 64 s (aborted, not answered); not yet diagnosed"]
+async fn real_1_9_7_manifests_upgrade_to_1_10_6_widen_narrow_under_traffic() {
+    let cluster = TestCluster::start_lab(std::path::Path::new(env!("CARGO_BIN_EXE_meshshift")), &LabOptions::full(3))
+        .unwrap_or_else(|e| panic!("lab did not start: {e}"));
+    let client = cluster.client().await.expect("client");
+    install_real_1_9_7(&client).await;
+    let addr = LoadBalancers::host_addr(cluster.dir(), "istio-system", "istio-ingressgateway", 80)
+        .expect("registry")
+        .expect("the chart's LoadBalancer Service has a host port");
+    let url = format!("http://{addr}/productpage");
+    meshshift_lab::testing::eventually("the chart's gateway serves", Duration::from_secs(60), || {
+        let url = url.clone();
+        async move {
+            let mut c = meshshift_probe::ProbeConfig::new(vec![url], 50.0);
+            c.duration = Some(Duration::from_millis(400));
+            let r = meshshift_probe::Prober::start(c).ok()?.wait().await.ok()?;
+            (r.summary.total > 0 && r.summary.failed == 0).then_some(())
+        }
+    })
+    .await;
+    let probe = meshshift_probe::Prober::start(meshshift_probe::ProbeConfig::new(vec![url], 50.0)).expect("prober");
+    let kc = cluster.kubeconfig_path().to_str().expect("kubeconfig").to_owned();
+    let run = support::meshshift_with_env(
+        &["apply", "--to", "1.10.6", "--strategy", "widen-narrow", "--health-check-wait", "2", "--kubeconfig", &kc],
+        &[("MESHSHIFT_SOAK_SECONDS", "2")],
+    );
+    assert_eq!(run.code, 0, "apply failed:\n{}\n{}", run.stdout, run.stderr);
+
+    let services: Api<k8s_openapi::api::core::v1::Service> = Api::namespaced(client.clone(), "istio-system");
+    let selector =
+        services.get("istio-ingressgateway").await.expect("lb").spec.and_then(|s| s.selector).unwrap_or_default();
+    assert_eq!(selector.get("istio.io/rev").map(String::as_str), Some("1-10-6"), "{selector:?}");
+    let status = support::meshshift(&["status", "-o", "json", "--kubeconfig", &kc]);
+    let report: serde_json::Value = serde_json::from_str(&status.stdout).expect("status json");
+    let bookinfo_pods: Vec<&serde_json::Value> = report["workloads"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|w| w["namespace"] == "bookinfo")
+        .flat_map(|w| w["pods"].as_array().into_iter().flatten())
+        .collect();
+    assert!(!bookinfo_pods.is_empty());
+    for p in bookinfo_pods {
+        assert_eq!(
+            (p["proxy"]["revision"].as_str(), p["proxy"]["version"].as_str()),
+            (Some("1-10-6"), Some("1.10.6")),
+            "{p}"
+        );
+    }
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "istio-system");
+    assert!(deployments.get_opt("istiod-1-9-7").await.expect("get").is_none(), "1-9-7 retired");
+    let result = probe.stop().await.expect("prober");
+    eprintln!("{}", result.summary.to_text());
+    assert!(result.summary.total > 200, "traffic flowed");
+    assert_eq!(result.summary.failed, 0, "no request may fail:\n{}", result.summary.to_text());
 }

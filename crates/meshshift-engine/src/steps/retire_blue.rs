@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams};
 use meshshift_core::fields::{Field, ObjectRef};
@@ -57,13 +58,33 @@ pub async fn verify(ctx: &Ctx, deployment_ref: &str) -> Result<(), EngineError> 
         .flatten()
         .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
         .collect();
-    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), r.namespace.as_deref().unwrap_or_default());
-    let r = &r;
-    let labels = &labels;
+    let ns = r.namespace.clone().unwrap_or_default();
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+    let sets: Api<ReplicaSet> = Api::namespaced(ctx.client.clone(), &ns);
+    let uid = d["metadata"]["uid"].as_str().unwrap_or_default().to_owned();
+    let (r, labels, uid) = (&r, &labels, &uid);
+    // Blue's pods by ownership, not by label: a selector without a colour label (a chart's gateway) also
+    // matches green's pods.
     let outcome = crate::gates::until(ctx.options.rollout_timeout, Duration::from_millis(200), || {
-        let (pods, lp) = (pods.clone(), ListParams::default().labels(&labels.join(",")));
+        let (pods, sets, lp) = (pods.clone(), sets.clone(), ListParams::default().labels(&labels.join(",")));
         async move {
-            let left = pods.list(&lp).await.map_err(|e| EngineError::api(r, e))?.items.len();
+            let owned: Vec<String> = sets
+                .list(&lp)
+                .await
+                .map_err(|e| EngineError::api(r, e))?
+                .items
+                .into_iter()
+                .filter(|rs| rs.metadata.owner_references.iter().flatten().any(|o| &o.uid == uid))
+                .filter_map(|rs| rs.metadata.name)
+                .collect();
+            let left = pods
+                .list(&lp)
+                .await
+                .map_err(|e| EngineError::api(r, e))?
+                .items
+                .iter()
+                .filter(|p| p.metadata.owner_references.iter().flatten().any(|o| owned.contains(&o.name)))
+                .count();
             Ok::<_, EngineError>(if left == 0 { Ok(()) } else { Err(format!("{left} blue pod(s) still terminating")) })
         }
     })
