@@ -96,13 +96,11 @@ pub async fn connect(opts: &ConnectOptions) -> Result<Client, ConnectError> {
     // kube-rs sends no User-Agent; name meshshift so that audit logs can tell its requests apart.
     config.headers.push((hyper::header::USER_AGENT, hyper::header::HeaderValue::from_static(USER_AGENT)));
     let url = config.cluster_url.to_string();
-    let unreachable = |source| ConnectError::Unreachable { url: url.clone(), source };
-    // The first contact fails fast on an address nobody listens at (a typo, a stopped cluster), but
-    // still rides out a throttled or briefly unavailable apiserver; the run's client retries both.
-    let first = RetryConfig { retry_refused: false, ..RetryConfig::default() };
-    let first_contact = with_retries(config.clone(), first).map_err(unreachable)?;
-    let client = with_retries(config, RetryConfig::default()).map_err(unreachable)?;
-    match first_contact.apiserver_version().await {
+    // Until this first contact succeeds, a refused connection is not retried: a wrong address fails at
+    // once, while a throttled or briefly unavailable apiserver is still ridden out.
+    let client = with_retries(config, RetryConfig::default())
+        .map_err(|source| ConnectError::Unreachable { url: url.clone(), source })?;
+    match client.apiserver_version().await {
         Ok(_) => Ok(client),
         Err(kube::Error::Api(status)) if status.code == 401 || status.code == 403 => {
             Err(ConnectError::Unauthorized { url, code: status.code, message: status.message })
@@ -130,22 +128,39 @@ pub fn with_retries(mut config: Config, retry: RetryConfig) -> Result<Client, ku
 mod tests {
     use super::*;
     use std::time::Instant;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    /// How long a GET to a port nobody listens at takes to fail with `retry`.
-    async fn refused_after(retry: RetryConfig) -> Duration {
-        let config = Config::new("http://127.0.0.1:1".parse().expect("url"));
-        let client = with_retries(config, retry).expect("client");
+    /// How long `client`'s GET /version takes to fail.
+    async fn fails_after(client: &Client) -> Duration {
         let began = Instant::now();
         assert!(client.apiserver_version().await.is_err());
         began.elapsed()
     }
 
     #[tokio::test]
-    async fn refused_connections_are_retried_with_backoff_unless_the_first_contact_fails_fast() {
+    async fn refused_connections_fail_fast_until_the_apiserver_answered_then_are_retried_with_backoff() {
         let slow = Duration::from_millis(400);
-        let retry = RetryConfig { attempts: 3, min_delay: slow, max_delay: slow, retry_refused: true };
-        // Two waits of at least half the backoff each.
-        assert!(refused_after(retry).await >= slow);
-        assert!(refused_after(RetryConfig { retry_refused: false, ..retry }).await < slow);
+        let retry = RetryConfig { attempts: 3, min_delay: slow, max_delay: slow };
+        // Never answered: a wrong address fails at once.
+        let nowhere = with_retries(Config::new("http://127.0.0.1:1".parse().expect("url")), retry).expect("client");
+        assert!(fails_after(&nowhere).await < slow);
+        // Answered once, then gone (an apiserver restarting): retried, two waits of at least half the backoff.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let server = tokio::spawn(async move {
+            let (mut conn, _) = listener.accept().await.expect("accept");
+            let mut buf = [0u8; 4096];
+            let _ = conn.read(&mut buf).await;
+            let body = r#"{"major":"1","minor":"33","gitVersion":"v1.33.0"}"#;
+            let answer = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            conn.write_all(answer.as_bytes()).await.expect("answer");
+        });
+        let client = with_retries(Config::new(url.parse().expect("url")), retry).expect("client");
+        client.apiserver_version().await.expect("the first answer");
+        server.await.expect("server");
+        assert!(fails_after(&client).await >= slow);
     }
 }

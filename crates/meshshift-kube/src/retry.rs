@@ -5,10 +5,11 @@
 //! decides per request:
 //!
 //! - **429 Too Many Requests** and **503 Service Unavailable** are retried for every request: the
-//!   apiserver (or the load balancer in front of it) refused it before doing anything, which is what
-//!   client-go and kube assume too. A `Retry-After` is honoured up to the longest backoff.
+//!   apiserver (or the load balancer in front of it) refused it before doing anything, as kube's own
+//!   default policy assumes too. A `Retry-After` is honoured up to the longest backoff.
 //! - **Connection failures before the request left** (refused, closed during the handshake) are
-//!   retried for every request; a connect timeout (5 s, a dead endpoint) is not.
+//!   retried for every request once the apiserver has answered this client (before that, a wrong
+//!   address must fail at once); a connect timeout (5 s, a dead endpoint) is not.
 //! - **Ambiguous failures** (500, 502, 504, a connection reset or closed while the request was in
 //!   flight, a read timeout) may have been applied, so they are retried only for requests whose replay
 //!   cannot do harm ([`replay_safe`]): reads (GET, LIST, WATCH), dry runs, access reviews, and writes
@@ -28,7 +29,8 @@
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -47,19 +49,11 @@ pub struct RetryConfig {
     pub min_delay: Duration,
     /// The longest wait between two attempts, a server's `Retry-After` included.
     pub max_delay: Duration,
-    /// Whether a connection that could not be made (refused) is tried again: yes during a run (an
-    /// apiserver restarting), no for the first contact, which should fail fast on a wrong address.
-    pub retry_refused: bool,
 }
 
 impl Default for RetryConfig {
     fn default() -> Self {
-        Self {
-            attempts: 8,
-            min_delay: Duration::from_millis(100),
-            max_delay: Duration::from_secs(2),
-            retry_refused: true,
-        }
+        Self { attempts: 8, min_delay: Duration::from_millis(100), max_delay: Duration::from_secs(2) }
     }
 }
 
@@ -221,16 +215,20 @@ fn retry_after(response_headers: &http::HeaderMap) -> Option<Duration> {
 }
 
 /// The tower retry policy: one per request (tower clones it for each), counting that request's attempts.
+/// The clones of one client share whether the apiserver ever answered: until it has, a refused
+/// connection is not retried, so a wrong address (a typo, a stopped cluster) fails at once; once it has,
+/// a refusal is an apiserver restarting and is ridden out.
 #[derive(Debug, Clone, Default)]
 pub struct ApiRetry {
     config: RetryConfig,
     failed: u32,
+    answered: Arc<AtomicBool>,
 }
 
 impl ApiRetry {
     /// A policy with `config`.
     pub fn new(config: RetryConfig) -> Self {
-        Self { config, failed: 0 }
+        Self { config, failed: 0, answered: Arc::default() }
     }
 }
 
@@ -238,6 +236,9 @@ impl<B> Policy<Request<Body>, Response<B>, BoxError> for ApiRetry {
     type Future = tokio::time::Sleep;
 
     fn retry(&mut self, req: &mut Request<Body>, result: &mut Result<Response<B>, BoxError>) -> Option<Self::Future> {
+        if result.is_ok() {
+            self.answered.store(true, Ordering::Relaxed);
+        }
         let (failure, server_wait) = match result {
             Ok(r) if r.status().is_success() || r.status().is_informational() || r.status().is_redirection() => {
                 return None;
@@ -251,7 +252,7 @@ impl<B> Policy<Request<Body>, Response<B>, BoxError> for ApiRetry {
         self.failed += 1;
         if self.failed >= self.config.attempts
             || matches!(failure, Failure::Other)
-            || (failure == Failure::NotSent && !self.config.retry_refused)
+            || (failure == Failure::NotSent && !self.answered.load(Ordering::Relaxed))
         {
             return None;
         }
