@@ -261,6 +261,11 @@ impl Run {
         self.ctx.traffic.push(gate);
     }
 
+    /// Whether every traffic gate holds over the requests since `since_unix_ms` (true without gates).
+    pub async fn traffic_holds(&self, since_unix_ms: u64) -> bool {
+        self.ctx.traffic_holds(since_unix_ms, TRAFFIC_PATIENCE).await.is_ok()
+    }
+
     /// The plan.
     pub fn plan(&self) -> &Plan {
         &self.ctx.plan

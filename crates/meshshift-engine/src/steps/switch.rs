@@ -126,11 +126,34 @@ pub async fn verify(ctx: &Ctx, prior: &[Change]) -> Result<(), EngineError> {
     wait_only(ctx, namespace(&s.service), &s.service.name, &s.green, ENDPOINTS_TIMEOUT).await
 }
 
+/// How long green keeps serving after a switch back: the soak window blue got after the switch
+/// (`--soak-seconds` of the plan's retire-blue step(s), or the run's override).
+fn hold(ctx: &Ctx) -> Duration {
+    ctx.options.soak.unwrap_or_else(|| {
+        let planned = ctx.plan.steps.iter().filter_map(|st| match &st.action {
+            meshshift_core::plan::Action::RetireBlueGateway { soak_seconds, .. } => Some(*soak_seconds),
+            _ => None,
+        });
+        Duration::from_secs(planned.max().unwrap_or(0))
+    })
+}
+
 pub async fn undo(ctx: &Ctx, prior: &[Change]) -> Result<(), EngineError> {
     let s = selectors(prior)?;
     let now = current(ctx, &s.service).await?;
     let from = if now == s.both { &s.both } else { &s.green };
     ctx.detail(format!("switching {} back to blue", s.service));
     set(ctx, &s.service, from, &s.blue).await?;
-    wait_only(ctx, namespace(&s.service), &s.service.name, &s.blue, ENDPOINTS_TIMEOUT).await
+    wait_only(ctx, namespace(&s.service), &s.service.name, &s.blue, ENDPOINTS_TIMEOUT).await?;
+    // The mirror of blue's soak (retire_blue.rs): the Endpoints list only blue now, but kube-proxy and
+    // cloud load balancers still send new connections to green for a while, and the next undo deletes
+    // green. Without this hold, a lag longer than green's drain (terminationDrainDuration, 5 s by
+    // default) reset requests during every rollback (tests/chaos_e2e.rs, 8 s propagation: 138 of 1880
+    // requests). A plain wait: a rollback is not stopped by the traffic gates.
+    let hold = hold(ctx);
+    if !hold.is_zero() {
+        ctx.detail(format!("keeping green serving {} s while load balancers follow the switch back", hold.as_secs()));
+        tokio::time::sleep(hold).await;
+    }
+    Ok(())
 }

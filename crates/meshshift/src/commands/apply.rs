@@ -209,7 +209,13 @@ fn start_traffic(args: &RunArgs) -> Result<Option<Traffic>, String> {
     if args.probe.is_empty() {
         return Ok(None);
     }
-    let config = ProbeConfig::new(args.probe.clone(), args.probe_rate);
+    let mut config = ProbeConfig::new(args.probe.clone(), args.probe_rate);
+    // Enough connections that the rate is kept even when answers take 100 ms (a loaded gateway): an
+    // open-loop probe queues what its connections cannot carry, and a long queue reads as failures.
+    config.connections = ((args.probe_rate / 10.0).ceil() as usize).clamp(10, 1000);
+    // A new connection per request, as new users make: kept-alive connections would stay on blue through
+    // the soak window and the gate would never see green (docs/reliability.md, "Chaos").
+    config.headers.push(("connection".to_owned(), "close".to_owned()));
     let handle = Prober::start(config).map_err(|e| format!("--probe: {e}"))?;
     Ok(Some(Traffic { handle: Arc::new(handle), urls: args.probe.clone(), rate: args.probe_rate }))
 }
@@ -328,6 +334,16 @@ async fn drive(
             };
         }
     }
+    // Requests still in flight at the last step's verdict, or scheduled between two steps, are judged here:
+    // a run is only "finished" if the whole of it kept the objective.
+    if matches!(outcome, Ok(Outcome::Finished)) && !run_gates_hold(&run, started).await {
+        let w = traffic.as_ref().map(|t| t.handle.window(started));
+        let detail = w
+            .map(|w| format!("{} of {} probe requests failed over the run", w.failed, w.ok + w.failed))
+            .unwrap_or_default();
+        recorder.event("breach", &detail);
+        outcome = Err(EngineError::Breach { step: "the whole run".into(), detail });
+    }
     if let Err(e) = &outcome {
         recorder.event("failed", &e.to_string());
     }
@@ -359,6 +375,12 @@ async fn drive(
     }
     finish_record(&recorder, traffic, started, name, error).await;
     code
+}
+
+/// Whether the traffic gates hold over the whole run (after letting in-flight requests finish).
+async fn run_gates_hold(run: &Run, started: u64) -> bool {
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    run.traffic_holds(started).await
 }
 
 /// Stops the probe and writes the rest of the record (probe.json, requests.jsonl, outcome.json).
