@@ -46,7 +46,7 @@ for line in sys.stdin:
     if m.get("reason") == "compiler-artifact" and m.get("executable") and m["profile"]["test"]:
         print(m["target"]["name"], m["executable"])
 ')
-SHARD_A="upgrade_e2e hardening_e2e bad_input_e2e upgrade_installers_e2e lab_e2e lab_lifecycle status_shared_fixtures status_errors plan_cli probe_cli report_cli render_matches_shared_fixtures"
+SHARD_A="upgrade_e2e hardening_e2e bad_input_e2e upgrade_installers_e2e upgrade_gates_e2e lab_shared_fixtures lab_e2e lab_lifecycle status_shared_fixtures status_errors plan_cli probe_cli report_cli render_matches_shared_fixtures"
 run_shard() {
   local name=$1; shift
   local failed=0
