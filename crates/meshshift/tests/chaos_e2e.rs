@@ -388,9 +388,10 @@ async fn green_gateway_pod_and_new_istiod_killed_mid_upgrade() {
     eprintln!("chaos: both kills, full upgrade: {}; reconnecting client {}", e.describe(), client_line(&c));
     assert_consistent(&lab, &start, &e).await;
     if e.outcome == "finished" && c.summary.failed > 0 {
-        // Not seen by apply's gate (its keep-alive connections stay on blue until blue drains), but
-        // bounded: only new connections balanced to the dead pod before kube-proxy dropped it fail. The
-        // istiod kill fails nothing: old pods serve (maxUnavailable 0) until new ones are ready.
+        // Failures apply's gate did not attribute to a breach (a finished run is re-judged over its whole
+        // traffic, so these are the reconnecting client's alone), bounded: only new connections balanced
+        // to the dead pod before kube-proxy dropped it fail. The istiod kill fails nothing: old pods serve
+        // (maxUnavailable 0) until new ones are ready.
         let (first, last) = span.expect("failure times");
         let bound = lab.delay.as_millis() as i64 + 3000;
         assert!(
