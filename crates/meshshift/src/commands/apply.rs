@@ -303,6 +303,21 @@ fn run_dir(args: &RunArgs, command: &str) -> PathBuf {
     })
 }
 
+/// Opens the run's record and starts its probe (bad `--run-dir` or probe settings: usage errors).
+fn start_record(args: &RunArgs, plan: &Plan, command: &str) -> Result<(Arc<Recorder>, Option<Traffic>), Code> {
+    let dir = run_dir(args, command);
+    let recorder = Recorder::create(&dir, plan).map(Arc::new).map_err(|e| {
+        eprintln!("error: --run-dir {}: {e}", dir.display());
+        Code::Usage
+    })?;
+    let traffic = start_traffic(args).map_err(|e| {
+        recorder.progress.finish();
+        eprintln!("error: {e}");
+        Code::Usage
+    })?;
+    Ok((recorder, traffic))
+}
+
 /// Drives a run to its end with a live view and a record; Ctrl-C stops it, leaving the journal to resume
 /// from. A breached traffic gate rolls back (or pauses, with `--on-breach pause`).
 async fn drive(
@@ -518,21 +533,9 @@ pub async fn apply(args: ApplyArgs) -> Code {
         eprintln!("error: {e}");
         return Code::Cluster;
     }
-    let dir = run_dir(&args.run, "apply");
-    let recorder = match Recorder::create(&dir, &plan) {
-        Ok(r) => Arc::new(r),
-        Err(e) => {
-            eprintln!("error: --run-dir {}: {e}", dir.display());
-            return Code::Usage;
-        }
-    };
-    let traffic = match start_traffic(&args.run) {
-        Ok(t) => t,
-        Err(e) => {
-            recorder.progress.finish();
-            eprintln!("error: {e}");
-            return Code::Usage;
-        }
+    let (recorder, traffic) = match start_record(&args.run, &plan, "apply") {
+        Ok(started) => started,
+        Err(code) => return code,
     };
     if let Some(t) = &traffic {
         recorder.progress.println("checking that the probed service is healthy before any change");
@@ -597,21 +600,9 @@ async fn continue_run(args: ContinueArgs, rollback: bool) -> Code {
         eprintln!("error: {e}");
         return Code::Cluster;
     }
-    let dir = run_dir(&args.run, if rollback { "rollback" } else { "resume" });
-    let recorder = match Recorder::create(&dir, &plan) {
-        Ok(r) => Arc::new(r),
-        Err(e) => {
-            eprintln!("error: --run-dir {}: {e}", dir.display());
-            return Code::Usage;
-        }
-    };
-    let traffic = match start_traffic(&args.run) {
-        Ok(t) => t,
-        Err(e) => {
-            recorder.progress.finish();
-            eprintln!("error: {e}");
-            return Code::Usage;
-        }
+    let (recorder, traffic) = match start_record(&args.run, &plan, if rollback { "rollback" } else { "resume" }) {
+        Ok(started) => started,
+        Err(code) => return code,
     };
     let run = match Run::open(client, options(&args.run, &args.cluster), recorder.clone()).await {
         Ok(r) => r,
