@@ -81,7 +81,10 @@ async fn lab_runs_istio_1_9_7_charts_unchanged_shared_fixtures() {
 /// LoadBalancer Service, whose selector has no colour label, so the switch is make-before-break
 /// (`--strategy widen-narrow`: both colours, then green only). Under 50 req/s, no request may fail; afterwards
 /// the LoadBalancer selects only green and every bookinfo proxy runs 1.10.6 from 1-10-6.
-#[tokio::test]
+///
+/// `apply` runs on a blocking thread: the prober shares this runtime, and a blocked runtime would
+/// queue its requests until after the upgrade instead of sending them during it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_1_9_7_manifests_upgrade_to_1_10_6_widen_narrow_under_traffic() {
     let cluster = TestCluster::start_lab(std::path::Path::new(env!("CARGO_BIN_EXE_meshshift")), &LabOptions::full(3))
         .unwrap_or_else(|e| panic!("lab did not start: {e}"));
@@ -106,10 +109,25 @@ async fn real_1_9_7_manifests_upgrade_to_1_10_6_widen_narrow_under_traffic() {
     config.connections = 50;
     let probe = meshshift_probe::Prober::start(config).expect("prober");
     let kc = cluster.kubeconfig_path().to_str().expect("kubeconfig").to_owned();
-    let run = support::meshshift_with_env(
-        &["apply", "--to", "1.10.6", "--strategy", "widen-narrow", "--health-check-wait", "2", "--kubeconfig", &kc],
-        &[("MESHSHIFT_SOAK_SECONDS", "2")],
-    );
+    let apply_kc = kc.clone();
+    let run = tokio::task::spawn_blocking(move || {
+        support::meshshift_with_env(
+            &[
+                "apply",
+                "--to",
+                "1.10.6",
+                "--strategy",
+                "widen-narrow",
+                "--health-check-wait",
+                "2",
+                "--kubeconfig",
+                &apply_kc,
+            ],
+            &[("MESHSHIFT_SOAK_SECONDS", "2")],
+        )
+    })
+    .await
+    .expect("apply thread");
     assert_eq!(run.code, 0, "apply failed:\n{}\n{}", run.stdout, run.stderr);
 
     let services: Api<k8s_openapi::api::core::v1::Service> = Api::namespaced(client.clone(), "istio-system");
@@ -138,5 +156,8 @@ async fn real_1_9_7_manifests_upgrade_to_1_10_6_widen_narrow_under_traffic() {
     let result = probe.stop().await.expect("prober");
     eprintln!("{}", result.summary.to_text());
     assert!(result.summary.total > 200, "traffic flowed");
+    // Requests answered by both revisions: the probe ran during the upgrade, not only after it.
+    let served: Vec<&str> = result.summary.revisions.keys().map(String::as_str).collect();
+    assert_eq!(served, ["1-10-6", "1-9-7"], "{}", result.summary.to_text());
     assert_eq!(result.summary.failed, 0, "no request may fail:\n{}", result.summary.to_text());
 }
