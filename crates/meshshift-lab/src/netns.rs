@@ -107,7 +107,26 @@ pub(crate) fn configure() -> Result<(), LabError> {
             return Err(LabError::NetworkSetup { command, detail });
         }
     }
+    reuse_time_wait_ports();
     Ok(())
+}
+
+/// The namespace's `net.ipv4.tcp_tw_reuse` sysctl (per network namespace).
+const TCP_TW_REUSE: &str = "/proc/sys/net/ipv4/tcp_tw_reuse";
+
+/// Lets new outgoing connections reuse ports held in TIME_WAIT (`tcp_tw_reuse=1`).
+///
+/// Why: every lab address is local and routed over `lo`, but the kernel's default (`2`) allows reuse only
+/// for loopback *addresses* (127/8), not for 10.x addresses on `lo`. The emulated apps open a connection
+/// per call, as the real bookinfo apps do, and all pods share this one namespace's ephemeral ports (a
+/// real cluster has a namespace per pod). At 500 requests/s the ~28,000 ports towards one Service
+/// address sit in TIME_WAIT within a minute, after which `connect` scans for a free port on every call
+/// and the lab stalls. Reuse is safe here: TCP timestamps are on and every peer is in this namespace.
+/// A kernel that refuses the write only lowers the lab's sustainable rate, so that is a warning.
+fn reuse_time_wait_ports() {
+    if let Err(err) = std::fs::write(TCP_TW_REUSE, "1") {
+        tracing::warn!(%err, path = TCP_TW_REUSE, "cannot enable TIME_WAIT reuse; high request rates may exhaust ports");
+    }
 }
 
 /// The number of threads of this process (from `/proc/self/status`); 1 if it cannot be read.

@@ -481,3 +481,48 @@ async fn local_traffic_policy_drops_connections_until_health_checks_catch_up() {
         settle_on(host, "new", 20, Duration::from_secs(20)).await;
     }
 }
+
+/// Connects `count` times to `addr`, closing each connection first (so this side holds the TIME_WAIT),
+/// and returns the first connect error.
+async fn connect_and_close_first(addr: SocketAddr, count: usize) -> Result<(), std::io::Error> {
+    for _ in 0..count {
+        let stream = TcpStream::connect(addr).await?;
+        drop(stream);
+    }
+    Ok(())
+}
+
+/// Every pod's outgoing connections share the lab namespace's ephemeral ports, and the emulated apps open
+/// one per call: new connections must be able to reuse ports left in TIME_WAIT, or a few minutes at
+/// 500 requests/s exhaust them (the kernel's default reuses only for 127/8 addresses, and the lab's are
+/// 10.x on `lo`). With the namespace's port range narrowed to 16 ports, a second round of 16 connections
+/// (after the kernel's 1 s reuse delay) succeeds only through reuse.
+#[tokio::test]
+async fn new_connections_reuse_ports_left_in_time_wait() {
+    let cluster = start_lab(Duration::from_millis(300));
+    let rounds = cluster
+        .inside(|| async {
+            const RANGE: &str = "/proc/sys/net/ipv4/ip_local_port_range";
+            let listener = tokio::net::TcpListener::bind("10.244.9.9:7070").await.expect("bind");
+            let addr = listener.local_addr().expect("address");
+            // The server reads to the end before closing: the client closes first.
+            tokio::spawn(async move {
+                while let Ok((mut stream, _)) = listener.accept().await {
+                    tokio::spawn(async move {
+                        let mut sink = Vec::new();
+                        let _ = tokio::io::AsyncReadExt::read_to_end(&mut stream, &mut sink).await;
+                    });
+                }
+            });
+            let before = std::fs::read_to_string(RANGE).expect("read the port range");
+            std::fs::write(RANGE, "40000 40015").expect("narrow the port range");
+            let first = connect_and_close_first(addr, 16).await;
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let second = connect_and_close_first(addr, 16).await;
+            std::fs::write(RANGE, before.trim().replace('\t', " ")).expect("restore the port range");
+            (first.map_err(|e| e.to_string()), second.map_err(|e| e.to_string()))
+        })
+        .expect("run inside the lab");
+    assert_eq!(rounds.0, Ok(()), "the first 16 connections use fresh ports");
+    assert_eq!(rounds.1, Ok(()), "the next 16 reuse ports in TIME_WAIT");
+}
