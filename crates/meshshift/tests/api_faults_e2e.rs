@@ -28,11 +28,11 @@ use faults::{FaultCounts, FaultProxy, FaultRates};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Service};
 use kube::api::{Api, Patch, PatchParams};
-use meshshift_lab::netsvc::LoadBalancers;
-use meshshift_lab::{LabOptions, TestCluster};
+use meshshift_lab::LabOptions;
 use meshshift_probe::{ProbeConfig, Prober};
 use serde_json::{Value, json};
-use support::{install_mesh, meshshift_with_env};
+use support::lab::MeshLab;
+use support::{assert_proxies, meshshift_with_env};
 
 /// The rates: 5% 503, 3% 429, 3% 500, 2% resets, 5% delays of 200 ms, 5% 409 on guarded writes;
 /// and almost a third of watches cut.
@@ -102,27 +102,6 @@ async fn exists(client: &kube::Client, ns: &str, name: &str) -> bool {
     api.get_opt(name).await.expect("get").is_some()
 }
 
-/// Every pod with a proxy in `namespace` runs `version` from `revision` (meshshift's own status).
-fn assert_proxies(report: &Value, namespace: &str, revision: &str, version: &str) {
-    let pods: Vec<&Value> = report["workloads"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|w| w["namespace"] == namespace)
-        .flat_map(|w| w["pods"].as_array().into_iter().flatten())
-        .filter(|p| !p["proxy"].is_null())
-        .collect();
-    assert!(!pods.is_empty(), "{namespace} has proxies");
-    for p in pods {
-        assert_eq!(
-            (p["proxy"]["revision"].as_str(), p["proxy"]["version"].as_str()),
-            (Some(revision), Some(version)),
-            "pod {} of {namespace}",
-            p["name"]
-        );
-    }
-}
-
 /// The cluster after a complete upgrade to 1.10.6, read past the proxy.
 async fn assert_upgraded(client: &kube::Client, admin_kubeconfig: &Path) {
     let run =
@@ -164,24 +143,7 @@ fn assert_faults_injected(c: &FaultCounts) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_upgrade_completes_through_api_faults_and_concurrent_selector_edits_are_reported_not_overwritten() {
     let began = Instant::now();
-    let cluster = TestCluster::start_lab(Path::new(env!("CARGO_BIN_EXE_meshshift")), &LabOptions::full(3))
-        .unwrap_or_else(|e| panic!("lab did not start: {e}"));
-    install_mesh(cluster.dir().to_str().expect("dir"));
-    let client = cluster.client().await.expect("client");
-    let addr = LoadBalancers::host_addr(cluster.dir(), "istio-ingress", "ingress", 80)
-        .expect("loadbalancers.json")
-        .expect("the ingress has a host port");
-    let url = format!("http://{addr}/productpage");
-    meshshift_lab::testing::eventually("the ingress serves", Duration::from_secs(60), || {
-        let url = url.clone();
-        async move {
-            let mut c = ProbeConfig::new(vec![url], 50.0);
-            c.duration = Some(Duration::from_millis(400));
-            let r = Prober::start(c).ok()?.wait().await.ok()?;
-            (r.summary.total > 0 && r.summary.failed == 0).then_some(())
-        }
-    })
-    .await;
+    let MeshLab { cluster, client, url, .. } = MeshLab::start(&LabOptions::full(3)).await;
     let phase = |what: &str| eprintln!("[{:>5.1} s] {what}", began.elapsed().as_secs_f64());
     phase("lab ready, mesh serving");
     let proxy = FaultProxy::start(cluster.kubeconfig(), cluster.dir(), RATES, 0x5eed);

@@ -26,12 +26,11 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Event, Pod};
 use kube::api::{Api, DeleteParams, ListParams};
-use meshshift_lab::netsvc::LoadBalancers;
+use meshshift_lab::LabOptions;
 use meshshift_lab::testing::eventually;
-use meshshift_lab::{LabOptions, TestCluster};
 use meshshift_probe::{ProbeConfig, ProbeHandle, ProbeResult, Prober};
 use serde_json::Value;
-use support::install_mesh;
+use support::lab::MeshLab;
 use support::view::{assert_same, view};
 
 const SWITCH: &str = "03-switch-load-balancer";
@@ -42,37 +41,23 @@ fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
+/// The shared mesh lab, with the kube-proxy lag it was started with.
 struct Lab {
-    cluster: TestCluster,
-    kc: String,
-    client: kube::Client,
-    url: String,
+    mesh: MeshLab,
     delay: Duration,
+}
+
+impl std::ops::Deref for Lab {
+    type Target = MeshLab;
+    fn deref(&self) -> &MeshLab {
+        &self.mesh
+    }
 }
 
 /// A lab with kube-proxy lagging `delay`, Istio 1.9.7, bookinfo, and an ingress that serves.
 async fn lab(delay: Duration) -> Lab {
     let options = LabOptions { propagation_delay: delay, ..LabOptions::full(3) };
-    let cluster = TestCluster::start_lab(Path::new(env!("CARGO_BIN_EXE_meshshift")), &options)
-        .unwrap_or_else(|e| panic!("lab did not start: {e}"));
-    install_mesh(cluster.dir().to_str().expect("dir"));
-    let addr = LoadBalancers::host_addr(cluster.dir(), "istio-ingress", "ingress", 80)
-        .expect("loadbalancers.json")
-        .expect("the ingress has a host port");
-    let kc = cluster.kubeconfig_path().to_str().expect("kubeconfig").to_owned();
-    let client = cluster.client().await.expect("client");
-    let url = format!("http://{addr}/productpage");
-    eventually("the ingress serves", Duration::from_secs(60), || {
-        let url = url.clone();
-        async move {
-            let mut c = ProbeConfig::new(vec![url], 50.0);
-            c.duration = Some(Duration::from_secs(1));
-            let r = Prober::start(c).ok()?.wait().await.ok()?;
-            (r.summary.total > 0 && r.summary.failed == 0).then_some(())
-        }
-    })
-    .await;
-    Lab { cluster, kc, client, url, delay }
+    Lab { mesh: MeshLab::start(&options).await, delay }
 }
 
 /// A client that reconnects for every request, at 50/s.

@@ -9,44 +9,19 @@
 
 mod support;
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
-use meshshift_lab::netsvc::LoadBalancers;
-use meshshift_lab::{LabOptions, TestCluster};
+use meshshift_lab::LabOptions;
 use meshshift_probe::{ProbeConfig, ProbeHandle, Prober};
 use serde_json::Value;
+use support::lab::MeshLab;
+use support::meshshift_with_env;
 use support::view::{assert_same, view};
-use support::{install_mesh, meshshift_with_env};
 
-struct Lab {
-    cluster: TestCluster,
-    kc: String,
-    client: kube::Client,
-    url: String,
-}
+type Lab = MeshLab;
 
 async fn lab() -> Lab {
-    let cluster = TestCluster::start_lab(Path::new(env!("CARGO_BIN_EXE_meshshift")), &LabOptions::full(3))
-        .unwrap_or_else(|e| panic!("lab did not start: {e}"));
-    install_mesh(cluster.dir().to_str().expect("dir"));
-    let addr = LoadBalancers::host_addr(cluster.dir(), "istio-ingress", "ingress", 80)
-        .expect("loadbalancers.json")
-        .expect("the ingress has a host port");
-    let kc = cluster.kubeconfig_path().to_str().expect("kubeconfig").to_owned();
-    let client = cluster.client().await.expect("client");
-    let url = format!("http://{addr}/productpage");
-    meshshift_lab::testing::eventually("the ingress serves", Duration::from_secs(60), || {
-        let url = url.clone();
-        async move {
-            let mut c = ProbeConfig::new(vec![url], 50.0);
-            c.duration = Some(Duration::from_millis(400));
-            let r = Prober::start(c).ok()?.wait().await.ok()?;
-            (r.summary.total > 0 && r.summary.failed == 0).then_some(())
-        }
-    })
-    .await;
-    Lab { cluster, kc, client, url }
+    MeshLab::start(&LabOptions::full(3)).await
 }
 
 /// Runs meshshift (short soak, short lease); returns (exit code, killed by a signal, output).

@@ -94,16 +94,7 @@ async fn real_1_9_7_manifests_upgrade_to_1_10_6_widen_narrow_under_traffic() {
         .expect("registry")
         .expect("the chart's LoadBalancer Service has a host port");
     let url = format!("http://{addr}/productpage");
-    meshshift_lab::testing::eventually("the chart's gateway serves", Duration::from_secs(60), || {
-        let url = url.clone();
-        async move {
-            let mut c = meshshift_probe::ProbeConfig::new(vec![url], 50.0);
-            c.duration = Some(Duration::from_millis(400));
-            let r = meshshift_probe::Prober::start(c).ok()?.wait().await.ok()?;
-            (r.summary.total > 0 && r.summary.failed == 0).then_some(())
-        }
-    })
-    .await;
+    support::lab::wait_until_serving("the chart's gateway serves", &url).await;
     // Enough connections that a loaded machine's slower answers do not queue requests past the drain.
     let mut config = meshshift_probe::ProbeConfig::new(vec![url], 50.0);
     config.connections = 50;

@@ -106,23 +106,7 @@ fn assert_proxies(admin_kc: &Path, namespace: &str, revision: &str, version: &st
     let run = meshshift(&["status", "-o", "json", "--kubeconfig", admin_kc.to_str().expect("path")]);
     assert_eq!(run.code, 0, "status: {}", run.stderr);
     let report: Value = serde_json::from_str(&run.stdout).expect("status json");
-    let pods: Vec<&Value> = report["workloads"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|w| w["namespace"] == namespace)
-        .flat_map(|w| w["pods"].as_array().into_iter().flatten())
-        .filter(|p| !p["proxy"].is_null())
-        .collect();
-    assert!(!pods.is_empty(), "{namespace} has proxies");
-    for p in pods {
-        assert_eq!(
-            (p["proxy"]["revision"].as_str(), p["proxy"]["version"].as_str()),
-            (Some(revision), Some(version)),
-            "pod {} of {namespace}",
-            p["name"]
-        );
-    }
+    support::assert_proxies(&report, namespace, revision, version);
 }
 
 /// The ServiceAccount's write requests in the audit log: `(verb, resource[/sub], namespace, code)`.

@@ -17,7 +17,7 @@ use meshshift_lab::{LabOptions, TestCluster};
 use meshshift_probe::{ProbeConfig, Prober};
 use serde_json::{Value, json};
 use support::view::{assert_same, view};
-use support::{meshshift, meshshift_with_env, run_ok};
+use support::{assert_proxies, meshshift, meshshift_with_env, run_ok};
 
 const SOAK: (&str, &str) = ("MESHSHIFT_SOAK_SECONDS", "2");
 
@@ -44,27 +44,6 @@ fn status(kubeconfig: &str) -> Value {
     let run = meshshift(&["status", "-o", "json", "--kubeconfig", kubeconfig]);
     assert_eq!(run.code, 0, "status: {}", run.stderr);
     serde_json::from_str(&run.stdout).expect("status json")
-}
-
-/// Every pod with a proxy in `namespace` runs `version` from `revision`.
-fn assert_proxies(report: &Value, namespace: &str, revision: &str, version: &str) {
-    let pods: Vec<&Value> = report["workloads"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|w| w["namespace"] == namespace)
-        .flat_map(|w| w["pods"].as_array().into_iter().flatten())
-        .filter(|p| !p["proxy"].is_null())
-        .collect();
-    assert!(!pods.is_empty(), "{namespace} has proxies");
-    for p in pods {
-        assert_eq!(
-            (p["proxy"]["revision"].as_str(), p["proxy"]["version"].as_str()),
-            (Some(revision), Some(version)),
-            "pod {} of {namespace}",
-            p["name"]
-        );
-    }
 }
 
 async fn labels(client: &kube::Client, ns: &str) -> Value {

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod kubelet;
+pub mod lab;
 pub mod mesh;
 pub mod view;
 
@@ -129,4 +130,26 @@ pub fn install_mesh(dir: &str) {
         "--revision",
         "1-9-7",
     ]);
+}
+
+/// Every pod with a proxy in `namespace` runs `version` from `revision`, per a `meshshift status -o json`
+/// report.
+pub fn assert_proxies(report: &Value, namespace: &str, revision: &str, version: &str) {
+    let pods: Vec<&Value> = report["workloads"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|w| w["namespace"] == namespace)
+        .flat_map(|w| w["pods"].as_array().into_iter().flatten())
+        .filter(|p| !p["proxy"].is_null())
+        .collect();
+    assert!(!pods.is_empty(), "{namespace} has proxies");
+    for p in pods {
+        assert_eq!(
+            (p["proxy"]["revision"].as_str(), p["proxy"]["version"].as_str()),
+            (Some(revision), Some(version)),
+            "pod {} of {namespace}",
+            p["name"]
+        );
+    }
 }
