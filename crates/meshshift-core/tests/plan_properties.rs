@@ -335,14 +335,24 @@ struct Ns {
 }
 
 /// The seed's gateway layout: a gateway Deployment per colour, and the user's LoadBalancer selecting one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LbKey {
+    /// `version` (the seed's layout).
+    Version,
+    /// `istio.io/rev`.
+    Rev,
+    /// No colour key at all: a gateway chart's own LoadBalancer (`istio: ingressgateway` only).
+    Colourless,
+}
+
 #[derive(Debug, Clone)]
 struct Gateways {
     /// Indices into `Cluster::revisions`.
     colours: Vec<usize>,
     /// Index into `Cluster::revisions` of the colour the LoadBalancer selects.
     live: usize,
-    /// The LoadBalancer tells colours apart by `version` (the seed) rather than `istio.io/rev`.
-    key_version: bool,
+    /// How the LoadBalancer's selector tells colours apart.
+    key: LbKey,
     injected: bool,
     replicas: u32,
     with_pods: bool,
@@ -449,13 +459,17 @@ impl Cluster {
                 }
             }
             let live = &self.revisions[g.live].name;
-            let key = if g.key_version { "version" } else { "istio.io/rev" };
-            add_rendered_cached(&mut snap, format!("lb {key} {live}"), || {
+            let mut selector: Labels = [("istio".to_owned(), "ingressgateway".to_owned())].into();
+            match g.key {
+                LbKey::Version => selector.insert("version".into(), live.clone()),
+                LbKey::Rev => selector.insert("istio.io/rev".into(), live.clone()),
+                LbKey::Colourless => None,
+            };
+            add_rendered_cached(&mut snap, format!("lb {:?} {live}", g.key), || {
                 vec![load_balancer(&LoadBalancerSpec {
                     name: LB_NAME.into(),
                     namespace: GATEWAY_NS.into(),
-                    selector: [("istio".to_owned(), "ingressgateway".to_owned()), (key.to_owned(), live.clone())]
-                        .into(),
+                    selector: selector.clone(),
                     external_traffic_policy: "Cluster".into(),
                 })]
             });
@@ -649,7 +663,7 @@ fn revisions() -> impl Strategy<Value = Vec<Rev>> {
 
 /// Raw namespace: label kind, label target, apps (kind, pods' injector index or none, native sidecars).
 type RawNs = (u8, Index, Option<&'static str>, Vec<(u8, Vec<Option<Index>>, bool)>);
-type RawGateways = (Vec<bool>, Option<Index>, bool, bool, u32, bool);
+type RawGateways = (Vec<bool>, Option<Index>, LbKey, bool, u32, bool);
 
 fn raw_namespace() -> impl Strategy<Value = RawNs> {
     let label = prop_oneof![2 => Just(0u8), 3 => Just(1u8), 1 => Just(2u8), 5 => Just(3u8), 1 => Just(4u8)];
@@ -661,9 +675,10 @@ fn raw_namespace() -> impl Strategy<Value = RawNs> {
 
 fn raw_gateways() -> impl Strategy<Value = Option<RawGateways>> {
     let live = prop_oneof![3 => Just(None), 1 => any::<Index>().prop_map(Some)];
+    let lb_key = prop_oneof![2 => Just(LbKey::Version), 2 => Just(LbKey::Rev), 1 => Just(LbKey::Colourless)];
     prop::option::weighted(
         0.7,
-        (prop::collection::vec(any::<bool>(), 2), live, any::<bool>(), any::<bool>(), 1u32..=3, any::<bool>()),
+        (prop::collection::vec(any::<bool>(), 2), live, lb_key, any::<bool>(), 1u32..=3, any::<bool>()),
     )
 }
 
@@ -723,11 +738,15 @@ fn cluster() -> impl Strategy<Value = Cluster> {
                     Ns { name: NAMESPACES[i].to_owned(), label, team, apps }
                 })
                 .collect();
-            let gateways = raw_gw.map(|(extra, live, key_version, injected, replicas, with_pods)| {
+            let gateways = raw_gw.map(|(extra, live, key, injected, replicas, with_pods)| {
                 let mut colours = vec![0];
-                colours.extend((1..revisions.len()).filter(|i| extra[i - 1]));
+                // A colourless LoadBalancer (a chart's own) fronts one gateway; beside a second colour it
+                // would serve two revisions, which the planner refuses (tested in plan_rules.rs).
+                if key != LbKey::Colourless {
+                    colours.extend((1..revisions.len()).filter(|i| extra[i - 1]));
+                }
                 let live = live.map_or(0, |i| colours[i.index(colours.len())]);
-                Gateways { colours, live, key_version, injected, replicas, with_pods }
+                Gateways { colours, live, key, injected, replicas, with_pods }
             });
             Cluster { cp_namespace: cp.to_owned(), revisions, tags, namespaces, gateways }
         },
@@ -884,6 +903,7 @@ fn slug(action: &Action) -> String {
     match action {
         Action::InstallControlPlane { .. } => "install-control-plane".into(),
         Action::DeployGateway { name, .. } => format!("deploy-gateway-{name}"),
+        Action::PinLoadBalancer { .. } => "pin-load-balancer".into(),
         Action::SwitchLoadBalancer { .. } => "switch-load-balancer".into(),
         Action::RetireBlueGateway { deployment, .. } => {
             format!("retire-blue-{}", deployment.rsplit('/').next().unwrap_or_default())
@@ -1145,6 +1165,91 @@ proptest! {
     }
 }
 
+/// The pod labels of green `name`, as the executor deploys it: blue's template recoloured.
+fn green_pod_labels(snap: &ClusterSnapshot, p: &Plan, namespace: &str, name: &str, blue: &str) -> Labels {
+    let green = Recolour {
+        from_revision: p.from_revision.clone(),
+        to_revision: p.to_revision.clone(),
+        from_version: p.from_version.clone(),
+        to_version: p.to_version.clone(),
+        green_name: name.to_owned(),
+    }
+    .deployment(
+        &serde_json::json!({"spec": {"template": {"metadata": {"labels": blue_labels(snap, namespace, blue)}}}}),
+    );
+    string_map(&green["spec"]["template"]["metadata"]["labels"])
+}
+
+/// The pod template labels of blue Deployment `namespace/name`.
+fn blue_labels(snap: &ClusterSnapshot, namespace: &str, name: &str) -> Labels {
+    snap.workloads
+        .iter()
+        .find(|w| w.kind == WorkloadKind::Deployment && w.namespace == namespace && w.name == name)
+        .expect("blue exists")
+        .template
+        .labels
+        .clone()
+}
+
+proptest! {
+    #![proptest_config(config(256))]
+
+    /// Green takes no traffic before the switch: a LoadBalancer selector without the colour key is pinned
+    /// to blue's colour before the first green is deployed, whenever every blue gateway's pods carry one
+    /// value for it, and from then until the switch the selector picks no green. Otherwise (a colour key
+    /// already there, or blues without one shared value) nothing is pinned.
+    #[test]
+    fn green_takes_no_traffic_before_the_switch((_c, _req, snap, p) in planned()) {
+        let ids: Vec<&str> = p.steps.iter().map(|s| s.id.as_str()).collect();
+        let pins = positions(&p, |a| matches!(a, Action::PinLoadBalancer { .. }));
+        let Some(&switch) = positions(&p, |a| matches!(a, Action::SwitchLoadBalancer { .. })).first() else {
+            prop_assert!(pins.is_empty(), "a pin without a switch: {:?}", ids);
+            return Ok(());
+        };
+        let Action::SwitchLoadBalancer { service, .. } = &p.steps[switch].action else { unreachable!() };
+        let (_, ns, name) = split_object(service);
+        let mut selector =
+            snap.services.iter().find(|s| Some(s.namespace.as_str()) == ns && s.name == name).expect("the LB").selector.clone();
+        let key = if selector.contains_key("version") { "version" } else { "istio.io/rev" };
+        let blues: Vec<(&String, &String)> = p.steps.iter().filter_map(|s| match &s.action {
+            Action::DeployGateway { namespace, blue, .. } => Some((namespace, blue)),
+            _ => None,
+        }).collect();
+        let colours: BTreeSet<Option<String>> =
+            blues.iter().map(|(n, b)| blue_labels(&snap, n, b).get(key).cloned()).collect();
+        let pinnable = !selector.contains_key(key)
+            && !blues.is_empty()
+            && colours.len() == 1
+            && colours.iter().all(Option::is_some);
+        if !pinnable {
+            prop_assert!(pins.is_empty(), "nothing to pin, yet pinned: {:?}", ids);
+            return Ok(());
+        }
+        prop_assert_eq!(pins.len(), 1, "{:?}", ids);
+        let first_deploy = positions(&p, |a| matches!(a, Action::DeployGateway { .. }))[0];
+        prop_assert!(pins[0] < first_deploy, "the pin precedes every green: {:?}", ids);
+        let Action::PinLoadBalancer { service: pinned, key: pin_key, value } = &p.steps[pins[0]].action else {
+            unreachable!()
+        };
+        prop_assert_eq!(pinned, service);
+        prop_assert_eq!(pin_key.as_str(), key);
+        prop_assert_eq!(Some(value.clone()), colours.into_iter().next().flatten());
+        for step in &p.steps[..switch] {
+            for ch in step.changes.iter().filter(|ch| &ch.object == service) {
+                let k = ch.field.strip_prefix("spec.selector.").expect("a selector key").to_owned();
+                match &ch.after {
+                    Some(v) => selector.insert(k, v.clone()),
+                    None => selector.remove(&k),
+                };
+            }
+            if let Action::DeployGateway { namespace, name, blue } = &step.action {
+                let green = green_pod_labels(&snap, &p, namespace, name, blue);
+                prop_assert!(!service_selects(&selector, &green), "{} selects green {} before the switch: {:?}", service, name, ids);
+            }
+        }
+    }
+}
+
 fn check_switch_target(snap: &ClusterSnapshot, p: &Plan) -> Result<(), TestCaseError> {
     let ids: Vec<&str> = p.steps.iter().map(|s| s.id.as_str()).collect();
     if let Some(&switch) = positions(p, |a| matches!(a, Action::SwitchLoadBalancer { .. })).first() {
@@ -1167,20 +1272,7 @@ fn check_switch_target(snap: &ClusterSnapshot, p: &Plan) -> Result<(), TestCaseE
         for step in &p.steps[..switch] {
             let Action::DeployGateway { namespace, name, blue } = &step.action else { continue };
             deployed += 1;
-            let blue = snap
-                .workloads
-                .iter()
-                .find(|w| w.kind == WorkloadKind::Deployment && &w.namespace == namespace && &w.name == blue)
-                .expect("blue exists");
-            let green = Recolour {
-                from_revision: p.from_revision.clone(),
-                to_revision: p.to_revision.clone(),
-                from_version: p.from_version.clone(),
-                to_version: p.to_version.clone(),
-                green_name: name.clone(),
-            }
-            .deployment(&serde_json::json!({"spec": {"template": {"metadata": {"labels": blue.template.labels}}}}));
-            let labels = string_map(&green["spec"]["template"]["metadata"]["labels"]);
+            let labels = green_pod_labels(snap, p, namespace, name, blue);
             prop_assert!(
                 service_selects(&selector, &labels),
                 "{} after {:?} does not select green {} ({:?}): {:?}",
@@ -1220,7 +1312,7 @@ fn a_switch_without_a_green_gateway_is_refused() {
         gateways: Some(Gateways {
             colours: vec![0, 1],
             live: 1,
-            key_version: true,
+            key: LbKey::Version,
             injected: true,
             replicas: 2,
             with_pods: false,
@@ -1400,7 +1492,7 @@ proptest! {
                 }
                 Action::SwitchLoadBalancer { service, strategy } => {
                     let lb = &c.gateways.as_ref().expect("a switch needs the gateway layout");
-                    let key = if lb.key_version { "version" } else { "istio.io/rev" };
+                    let key = if lb.key == LbKey::Version { "version" } else { "istio.io/rev" };
                     let field = format!("spec.selector.{key}");
                     prop_assert_eq!(service, &format!("Service/{GATEWAY_NS}/{LB_NAME}"));
                     prop_assert!(step.changes.iter().all(|ch| ch.field == field && &ch.object == service));
@@ -1482,7 +1574,7 @@ fn green_gateway_that_already_exists_is_not_planned_as_new() {
         gateways: Some(Gateways {
             colours: vec![0, 1],
             live: 0,
-            key_version: true,
+            key: LbKey::Version,
             injected: true,
             replicas: 1,
             with_pods: false,
@@ -1952,6 +2044,7 @@ fn generator_covers_the_interesting_shapes() {
         seen("install", p.steps.iter().any(|s| matches!(s.action, Action::InstallControlPlane { .. })));
         seen("no-install", !p.steps.iter().any(|s| matches!(s.action, Action::InstallControlPlane { .. })));
         seen("switch", p.steps.iter().any(|s| matches!(s.action, Action::SwitchLoadBalancer { .. })));
+        seen("pin", p.steps.iter().any(|s| matches!(s.action, Action::PinLoadBalancer { .. })));
         seen("move-tag", p.steps.iter().any(|s| matches!(s.action, Action::MoveTag { .. })));
         seen("migrate", p.steps.iter().any(|s| matches!(s.action, Action::MigrateNamespace { .. })));
         seen("tag-restart", !c.tag_namespaces(&p.from_revision).is_empty());
@@ -1967,6 +2060,7 @@ fn generator_covers_the_interesting_shapes() {
         "install",
         "no-install",
         "switch",
+        "pin",
         "move-tag",
         "migrate",
         "tag-restart",

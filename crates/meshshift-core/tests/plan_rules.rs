@@ -455,8 +455,8 @@ fn a_load_balancer_in_front_of_another_revision_is_refused() {
 
 /// A LoadBalancer selecting the source's gateways and another revision's: switching it would quietly take
 /// the other revision's gateways out of service. Refused, with or without --gateway-service. Selecting the
-/// source's and the target's (a green deployed and widened to by hand) is planned: green exists, and the
-/// switch narrows to it.
+/// source's and the target's (a green deployed and widened to by hand) is planned: the selector is pinned
+/// to blue while green is re-deployed and proven, then switched to green.
 #[test]
 fn a_load_balancer_selecting_several_revisions_is_refused_unless_the_other_is_the_target() {
     let mut s = seed_with_canary_gateway();
@@ -476,9 +476,16 @@ fn a_load_balancer_selecting_several_revisions_is_refused_unless_the_other_is_th
     s.workloads.push(gateway("istio-ingressgateway-1-10-6", "1-10-6", "1.10.6"));
     s.services = vec![lb(&[("istio", "ingressgateway")])];
     let p = plan(&s, &to("1.10.6")).expect("widened by hand: plan the narrowing");
+    let pin = p.steps.iter().find(|s| s.id.ends_with("pin-load-balancer")).expect("pin");
+    assert_eq!(pin.changes[0].field, "spec.selector.istio.io/rev");
+    assert_eq!((pin.changes[0].before.as_deref(), pin.changes[0].after.as_deref()), (None, Some("1-9-7")));
     let switch = p.steps.iter().find(|s| s.id.ends_with("switch-load-balancer")).expect("switch");
     assert_eq!(switch.changes[0].field, "spec.selector.istio.io/rev");
-    assert_eq!((switch.changes[0].before.as_deref(), switch.changes[0].after.as_deref()), (None, Some("1-10-6")));
+    assert_eq!(
+        (switch.changes[0].before.as_deref(), switch.changes[0].after.as_deref()),
+        (Some("1-9-7"), Some("1-10-6"))
+    );
+    assert_eq!(p.assumptions.iter().find(|a| a.field == "spec.selector.istio.io/rev").map(|a| &a.value), Some(&None));
 
     // Already switched by hand: the LoadBalancer selects only the target's gateway.
     s.services = vec![lb(&[("istio", "ingressgateway"), ("version", "1-10-6")])];

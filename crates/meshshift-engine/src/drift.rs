@@ -27,6 +27,7 @@ fn slug(action: &Action) -> String {
     match action {
         Action::InstallControlPlane { .. } => "install-control-plane".into(),
         Action::DeployGateway { name, .. } => format!("deploy-gateway-{name}"),
+        Action::PinLoadBalancer { .. } => "pin-load-balancer".into(),
         Action::SwitchLoadBalancer { .. } => "switch-load-balancer".into(),
         Action::RetireBlueGateway { deployment, .. } => {
             format!("retire-blue-{}", deployment.rsplit('/').next().unwrap_or(deployment))

@@ -45,6 +45,31 @@ async fn install_real_1_9_7(client: &kube::Client) {
     }
 }
 
+/// Every 100 ms: (unix ms, the pods the LoadBalancer's Endpoints list). In a static so that the sampling
+/// task can simply be aborted.
+static LB_ENDPOINTS: std::sync::Mutex<Vec<(u64, Vec<String>)>> = std::sync::Mutex::new(Vec::new());
+
+async fn endpoint_history(client: kube::Client, namespace: &str, name: &str) {
+    let api: Api<k8s_openapi::api::core::v1::Endpoints> = Api::namespaced(client, namespace);
+    loop {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        if let Ok(eps) = api.get(name).await {
+            let pods = eps
+                .subsets
+                .into_iter()
+                .flatten()
+                .flat_map(|s| s.addresses.into_iter().flatten().chain(s.not_ready_addresses.into_iter().flatten()))
+                .filter_map(|a| a.target_ref.and_then(|r| r.name))
+                .collect();
+            LB_ENDPOINTS.lock().expect("endpoint history").push((t, pods));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test]
 async fn lab_runs_istio_1_9_7_charts_unchanged_shared_fixtures() {
     let cluster = TestCluster::start_lab(std::path::Path::new(env!("CARGO_BIN_EXE_meshshift")), &LabOptions::full(2))
@@ -98,9 +123,14 @@ async fn real_1_9_7_manifests_upgrade_to_1_10_6_widen_narrow_under_traffic() {
     // Enough connections that a loaded machine's slower answers do not queue requests past the drain.
     let mut config = meshshift_probe::ProbeConfig::new(vec![url], 50.0);
     config.connections = 50;
+    // A connection per request: each one is balanced afresh, so a green the LoadBalancer selected too early
+    // would answer some of them.
+    config.headers = vec![("Connection".into(), "close".into())];
     let probe = meshshift_probe::Prober::start(config).expect("prober");
+    let endpoints = tokio::spawn(endpoint_history(client.clone(), "istio-system", "istio-ingressgateway"));
     let kc = cluster.kubeconfig_path().to_str().expect("kubeconfig").to_owned();
-    let apply_kc = kc.clone();
+    let run_dir = cluster.dir().join("upgrade-run");
+    let (apply_kc, apply_dir) = (kc.clone(), run_dir.to_str().expect("run dir").to_owned());
     let run = tokio::task::spawn_blocking(move || {
         support::meshshift_with_env(
             &[
@@ -113,6 +143,8 @@ async fn real_1_9_7_manifests_upgrade_to_1_10_6_widen_narrow_under_traffic() {
                 "2",
                 "--kubeconfig",
                 &apply_kc,
+                "--run-dir",
+                &apply_dir,
             ],
             &[("MESHSHIFT_SOAK_SECONDS", "2")],
         )
@@ -150,5 +182,37 @@ async fn real_1_9_7_manifests_upgrade_to_1_10_6_widen_narrow_under_traffic() {
     // Requests answered by both revisions: the probe ran during the upgrade, not only after it.
     let served: Vec<&str> = result.summary.revisions.keys().map(String::as_str).collect();
     assert_eq!(served, ["1-10-6", "1-9-7"], "{}", result.summary.to_text());
+    // The chart's selector has no colour: it was pinned to blue before green existed, so green answered
+    // nothing sent before the switch began.
+    let timeline = std::fs::read_to_string(run_dir.join("timeline.jsonl")).expect("timeline");
+    let events: Vec<serde_json::Value> = timeline.lines().map(|l| serde_json::from_str(l).expect("event")).collect();
+    let step_ids: Vec<&str> =
+        events.iter().filter(|e| e["phase"] == "starting").filter_map(|e| e["step"].as_str()).collect();
+    assert_eq!(
+        &step_ids[..3],
+        ["01-install-control-plane", "02-pin-load-balancer", "03-deploy-gateway-istio-ingressgateway-1-10-6"]
+    );
+    let switch_ms = events
+        .iter()
+        .find(|e| e["phase"] == "starting" && e["step"].as_str().is_some_and(|s| s.ends_with("switch-load-balancer")))
+        .and_then(|e| e["t_ms"].as_u64())
+        .expect("the switch started");
+    endpoints.abort();
+    let _ = endpoints.await;
+    let history = LB_ENDPOINTS.lock().expect("endpoint history").clone();
+    assert!(history.iter().any(|(t, _)| *t < switch_ms), "Endpoints were sampled before the switch");
+    for (t, pods) in history.iter().filter(|(t, _)| *t < switch_ms) {
+        assert!(
+            !pods.iter().any(|p| p.starts_with("istio-ingressgateway-1-10-6")),
+            "the LoadBalancer selected green {} ms before the switch: {pods:?}",
+            switch_ms - t
+        );
+    }
+    let before_switch =
+        |r: &&meshshift_probe::Record| r.sent_us.is_some_and(|us| result.started_unix_ms + us / 1000 < switch_ms);
+    let early: Vec<&meshshift_probe::Record> = result.records.iter().filter(before_switch).collect();
+    assert!(early.len() > 100, "traffic before the switch: {}", early.len());
+    let early_green = early.iter().filter(|r| r.revision.as_deref() == Some("1-10-6")).count();
+    assert_eq!(early_green, 0, "green answered {early_green} of {} requests sent before the switch", early.len());
     assert_eq!(result.summary.failed, 0, "no request may fail:\n{}", result.summary.to_text());
 }

@@ -4,8 +4,8 @@
 //! request always give the same plan, so a plan can be saved, reviewed and checked for drift.
 //!
 //! The steps follow `istio-upgrades.md` ("What drops requests"): install the target revision beside the
-//! source; deploy a green gateway beside blue and prove it serves; switch only the user-owned LoadBalancer's
-//! selector; keep blue running through a soak window, then scale it down; move namespaces (or tags) and
+//! source; pin a colourless LoadBalancer selector to blue; deploy a green gateway beside blue and prove it
+//! serves; switch only the user-owned LoadBalancer's selector; keep blue running through a soak window, then scale it down; move namespaces (or tags) and
 //! restart their workloads; retire the source revision only when nothing uses it.
 
 mod steps;
@@ -131,6 +131,16 @@ pub enum Action {
         name: String,
         /// The blue Deployment green is cloned from (same namespace).
         blue: String,
+    },
+    /// Add blue's colour to a LoadBalancer selector that has none, before green exists: otherwise the
+    /// selector would pick up green's pods as soon as they are Ready, before green is proven to serve.
+    PinLoadBalancer {
+        /// The Service.
+        service: String,
+        /// The colour key added to its selector.
+        key: String,
+        /// Blue's value for it.
+        value: String,
     },
     /// Patch the LoadBalancer's selector.
     SwitchLoadBalancer {

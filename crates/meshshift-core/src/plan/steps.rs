@@ -4,6 +4,7 @@ use crate::green::mesh_config_name;
 use crate::model::{ClusterSnapshot, WorkloadKind};
 use crate::render::{ControlPlaneSpec, control_plane, istiod_name, operator};
 use crate::selector::Labels;
+use crate::status::gateways::GatewayStatus;
 use crate::status::workloads::pod_workload;
 use crate::version::Revision;
 
@@ -52,6 +53,12 @@ pub(super) fn green_name(blue: &str, from: &str, to: &str) -> String {
 /// The LoadBalancer selector key the switch moves from the source revision to the target.
 pub(super) fn colour_key(selector: &Labels) -> &'static str {
     if selector.contains_key(COLOUR_LABEL) { COLOUR_LABEL } else { "istio.io/rev" }
+}
+
+/// The value of `key` on every blue gateway's pods, when they all carry the same one.
+fn blue_colour(blues: &[GatewayStatus], key: &str) -> Option<String> {
+    let first = blues.first()?.pod_labels.get(key)?;
+    blues.iter().all(|b| b.pod_labels.get(key) == Some(first)).then(|| first.clone())
 }
 
 /// `-<rev>`, or nothing for the default revision (Istio's object-name convention).
@@ -111,6 +118,28 @@ pub fn build(snapshot: &ClusterSnapshot, s: &Subject, request: &PlanRequest) -> 
     // 2-4. Green gateways, the switch, blue's retirement.
     if let Some(lb) = &s.load_balancer {
         let lb_object = format!("Service/{}/{}", lb.namespace, lb.name);
+        let key = colour_key(&lb.selector);
+        let field = format!("spec.selector.{key}");
+        let original = lb.selector.get(key);
+        assumptions.push(Assumption { object: lb_object.clone(), field: field.clone(), value: original.cloned() });
+        // A selector without the colour key (a gateway chart's own LoadBalancer) would select green's pods
+        // as soon as they are Ready, before green's gates prove it serves: pin it to blue first. Without a
+        // colour all blue gateways share, it cannot be pinned and green joins on readiness.
+        let pin = if original.is_none() { blue_colour(&s.blue_gateways, key) } else { None };
+        if let Some(value) = &pin {
+            push(
+                "pin-load-balancer".into(),
+                Action::PinLoadBalancer { service: lb_object.clone(), key: key.to_owned(), value: value.clone() },
+                vec![set(&lb_object, &field, None, Some(value))],
+                vec![
+                    format!("{lb_object} still has no {field} (guarded by resourceVersion)"),
+                    format!("every blue gateway's pods carry {key}={value}"),
+                ],
+                vec![format!("the Endpoints of {lb_object} list only blue pods")],
+                format!("remove {field}"),
+            );
+        }
+        let before = original.or(pin.as_ref());
         for blue in &s.blue_gateways {
             let green = green_name(&blue.name, from, to);
             let ns = blue.namespace.as_str();
@@ -152,10 +181,6 @@ pub fn build(snapshot: &ClusterSnapshot, s: &Subject, request: &PlanRequest) -> 
                 undo,
             );
         }
-        let key = colour_key(&lb.selector);
-        let field = format!("spec.selector.{key}");
-        let before = lb.selector.get(key);
-        assumptions.push(Assumption { object: lb_object.clone(), field: field.clone(), value: before.cloned() });
         let changes = match request.strategy {
             SwitchStrategy::Switch => vec![set(&lb_object, &field, before, Some(to))],
             SwitchStrategy::WidenNarrow => {

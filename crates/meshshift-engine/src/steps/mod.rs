@@ -7,6 +7,7 @@
 mod gateway;
 mod install;
 mod namespace;
+mod pin;
 mod restart;
 mod retire;
 mod retire_blue;
@@ -31,6 +32,7 @@ pub async fn prior(ctx: &Ctx, step: &Step) -> Result<Vec<Change>, EngineError> {
             install::prior(ctx, revision, version, *installer, chart.as_deref()).await
         }
         Action::DeployGateway { namespace, name, blue } => gateway::prior(ctx, namespace, name, blue).await,
+        Action::PinLoadBalancer { service, key, value } => pin::prior(ctx, service, key, value).await,
         Action::SwitchLoadBalancer { service, strategy } => switch::prior(ctx, step, service, *strategy).await,
         Action::RetireBlueGateway { deployment, .. } => retire_blue::prior(ctx, deployment).await,
         Action::MoveTag { tag } => tag::prior(ctx, step, tag).await,
@@ -47,6 +49,7 @@ pub async fn apply(ctx: &Ctx, step: &Step, prior: &[Change]) -> Result<(), Engin
             install::apply(ctx, revision, version, *installer, chart.as_deref(), prior).await
         }
         Action::DeployGateway { namespace, name, .. } => gateway::apply(ctx, namespace, name, prior).await,
+        Action::PinLoadBalancer { .. } => pin::apply(ctx, prior).await,
         Action::SwitchLoadBalancer { strategy, .. } => switch::apply(ctx, *strategy, prior).await,
         Action::RetireBlueGateway { soak_seconds, .. } => retire_blue::apply(ctx, *soak_seconds, prior).await,
         Action::MoveTag { .. } => write(ctx, prior).await,
@@ -62,6 +65,7 @@ pub async fn verify(ctx: &Ctx, step: &Step, prior: &[Change]) -> Result<(), Engi
     match &step.action {
         Action::InstallControlPlane { revision, version, .. } => install::verify(ctx, revision, version).await,
         Action::DeployGateway { namespace, name, blue } => gateway::verify(ctx, namespace, name, blue).await,
+        Action::PinLoadBalancer { .. } => pin::verify(ctx, prior).await,
         Action::SwitchLoadBalancer { .. } => switch::verify(ctx, prior).await,
         Action::RetireBlueGateway { deployment, .. } => retire_blue::verify(ctx, deployment).await,
         Action::MoveTag { tag } => tag::verify(ctx, tag).await,
@@ -83,6 +87,7 @@ pub async fn undo(ctx: &Ctx, step: &Step, prior: &[Change], journal: &Journal) -
         }
         Action::RestartWorkloads { namespace } => restart::undo(ctx, namespace, prior, journal).await,
         Action::RetireBlueGateway { .. } => retire_blue::undo(ctx, prior).await,
+        Action::PinLoadBalancer { .. } => pin::undo(ctx, prior).await,
         Action::SwitchLoadBalancer { .. } => switch::undo(ctx, prior).await,
         Action::RetireRevision { .. } => retire::undo(ctx, prior).await,
         _ => restore(ctx, prior).await,

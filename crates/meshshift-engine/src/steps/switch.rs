@@ -14,18 +14,18 @@ use crate::gates::endpoints::wait_only;
 use crate::objects::FieldChange;
 
 /// How long Endpoints may take to follow a selector change.
-const ENDPOINTS_TIMEOUT: Duration = Duration::from_secs(60);
+pub(super) const ENDPOINTS_TIMEOUT: Duration = Duration::from_secs(60);
 
-type Selector = BTreeMap<String, String>;
+pub(super) type Selector = BTreeMap<String, String>;
 
-fn selector_of(json: Option<&String>) -> Result<Selector, EngineError> {
+pub(super) fn selector_of(json: Option<&String>) -> Result<Selector, EngineError> {
     match json {
         Some(s) => serde_json::from_str(s).map_err(|e| EngineError::Invalid(format!("journaled selector: {e}"))),
         None => Ok(Selector::new()),
     }
 }
 
-fn encode(s: &Selector) -> Option<String> {
+pub(super) fn encode(s: &Selector) -> Option<String> {
     serde_json::to_string(s).ok()
 }
 
@@ -83,18 +83,18 @@ pub async fn prior(
     }])
 }
 
-async fn set(ctx: &Ctx, r: &ObjectRef, from: &Selector, to: &Selector) -> Result<(), EngineError> {
+pub(super) async fn set(ctx: &Ctx, r: &ObjectRef, from: &Selector, to: &Selector) -> Result<(), EngineError> {
     ctx.objects
         .set_fields(r, &[FieldChange { field: Field::Selector, expected: encode(from), target: encode(to) }])
         .await
 }
 
-async fn current(ctx: &Ctx, r: &ObjectRef) -> Result<Selector, EngineError> {
+pub(super) async fn current(ctx: &Ctx, r: &ObjectRef) -> Result<Selector, EngineError> {
     let svc = ctx.objects.get(r).await?.ok_or_else(|| EngineError::Missing(r.to_string()))?;
     Ok(serde_json::from_value(svc["spec"]["selector"].clone()).unwrap_or_default())
 }
 
-fn namespace(r: &ObjectRef) -> &str {
+pub(super) fn namespace(r: &ObjectRef) -> &str {
     r.namespace.as_deref().unwrap_or_default()
 }
 
