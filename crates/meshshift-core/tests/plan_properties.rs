@@ -587,9 +587,16 @@ impl Cluster {
     /// Namespaces the source injects through one of its tags: `istio.io/rev=<tag>`, or
     /// `istio-injection=enabled` through the `default` tag.
     fn tag_namespaces(&self, source: &str) -> BTreeSet<String> {
+        self.tag_namespaces_of(source, None)
+    }
+
+    /// [`Self::tag_namespaces`] of only the tags a `--tag` list names (all with `None`).
+    fn tag_namespaces_of(&self, source: &str, tags: Option<&[String]>) -> BTreeSet<String> {
         self.namespaces
             .iter()
-            .filter(|n| matches!(self.injection(&n.label), Some((r, Some(_))) if r == source))
+            .filter(|n| {
+                matches!(self.injection(&n.label), Some((r, Some(t))) if r == source && tags.is_none_or(|ts| ts.contains(&t)))
+            })
             .map(|n| n.name.clone())
             .collect()
     }
@@ -755,7 +762,7 @@ fn cluster() -> impl Strategy<Value = Cluster> {
 
 /// Raw request: target (kind, minor delta, patch, index), revision choice, from given, namespaces, strategy,
 /// allow_skip, soak, explicit gateway Service.
-type RawRequest = ((u8, u32, u32, Index), u8, bool, Wave, bool, bool, u64, bool, Installer);
+type RawRequest = ((u8, u32, u32, Index), u8, bool, Wave, bool, bool, u64, bool, Installer, Option<Vec<Index>>);
 
 /// Which namespaces a request moves.
 #[derive(Debug, Clone)]
@@ -806,6 +813,7 @@ fn raw_request() -> impl Strategy<Value = RawRequest> {
         0u64..=600,
         prop::bool::weighted(0.2),
         installer(),
+        prop::option::weighted(0.25, prop::collection::vec(any::<Index>(), 1..=2)),
     )
 }
 
@@ -819,8 +827,18 @@ fn installer() -> impl Strategy<Value = Installer> {
 }
 
 fn request_for(c: &Cluster, raw: RawRequest) -> PlanRequest {
-    let ((kind, delta, patch, index), revision, from, namespaces, widen, allow_skip, soak, explicit_gw, installer) =
-        raw;
+    let (
+        (kind, delta, patch, index),
+        revision,
+        from,
+        namespaces,
+        widen,
+        allow_skip,
+        soak,
+        explicit_gw,
+        installer,
+        tags,
+    ) = raw;
     let source = &c.source().version;
     let to = match kind {
         // Installed already: the version of another revision.
@@ -863,6 +881,18 @@ fn request_for(c: &Cluster, raw: RawRequest) -> PlanRequest {
     }
     if explicit_gw && c.gateways.is_some() {
         req.gateway_service = Some(format!("{GATEWAY_NS}/{LB_NAME}"));
+    }
+    // `--tag`: some of the source's tags (a source without tags gets none; plan_rules tests the refusal).
+    let source_tags = c.tags_of(&c.source().name);
+    if let Some(picks) = tags.filter(|_| !source_tags.is_empty()) {
+        let mut picked: Vec<String> = Vec::new();
+        for i in picks {
+            let t = source_tags[i.index(source_tags.len())].to_owned();
+            if !picked.contains(&t) {
+                picked.push(t);
+            }
+        }
+        req.tags = Some(picked);
     }
     req
 }
@@ -1364,8 +1394,14 @@ fn check_coverage(c: &Cluster, req: &PlanRequest, p: &Plan) -> Result<(), TestCa
         prop_assert_eq!(source, from.as_str());
     }
     let ids: Vec<&str> = p.steps.iter().map(|s| s.id.as_str()).collect();
-    let tag_ns = c.tag_namespaces(source);
-    let direct = c.direct_namespaces(source);
+    let tag_ns = c.tag_namespaces_of(source, req.tags.as_deref());
+    let other_tag_ns: BTreeSet<String> = c.tag_namespaces(source).difference(&tag_ns).cloned().collect();
+    // `--tag` without a namespace option moves the tags only.
+    let direct = if req.tags.is_some() && req.namespace_selector.is_none() {
+        BTreeSet::new()
+    } else {
+        c.direct_namespaces(source)
+    };
     let migrated = migrated(p);
     let restarted = restarted(p);
 
@@ -1383,6 +1419,14 @@ fn check_coverage(c: &Cluster, req: &PlanRequest, p: &Plan) -> Result<(), TestCa
             prop_assert_eq!(&migrated, &expected, "migrated namespaces: {:?}", ids);
             for ns in &tag_ns {
                 prop_assert!(!migrated.contains(ns), "tag namespace {} relabelled: {:?}", ns, ids);
+            }
+            for ns in &other_tag_ns {
+                prop_assert!(
+                    !migrated.contains(ns) && !restarted.contains(ns),
+                    "{} (a tag this run does not move) is touched: {:?}",
+                    ns,
+                    ids
+                );
             }
             let expected_restarts: BTreeSet<String> = direct.union(&tag_ns).cloned().collect();
             prop_assert_eq!(restarted.len(), expected_restarts.len(), "one restart per namespace: {:?}", ids);
@@ -1408,12 +1452,13 @@ fn check_coverage(c: &Cluster, req: &PlanRequest, p: &Plan) -> Result<(), TestCa
         }
     }
 
-    // The source is retired exactly when this plan moves every namespace it injects.
-    let moves_all = c
-        .namespaces
-        .iter()
-        .filter(|n| c.injected_by(&n.label).as_deref() == Some(source))
-        .all(|n| migrated.contains(&n.name) || tag_ns.contains(&n.name));
+    // The source is retired exactly when this plan moves every namespace it injects and every tag of it.
+    let all_tags = req.tags.as_ref().is_none_or(|asked| c.tags_of(source).iter().all(|t| asked.iter().any(|a| a == t)));
+    let moves_all = all_tags
+        && c.namespaces
+            .iter()
+            .filter(|n| c.injected_by(&n.label).as_deref() == Some(source))
+            .all(|n| migrated.contains(&n.name) || tag_ns.contains(&n.name));
     let retires = p.steps.iter().any(|s| matches!(s.action, Action::RetireRevision { .. }));
     prop_assert_eq!(retires, moves_all, "retire-revision iff every namespace moves: {:?}", ids);
 
@@ -1438,7 +1483,11 @@ fn check_coverage(c: &Cluster, req: &PlanRequest, p: &Plan) -> Result<(), TestCa
             _ => None,
         })
         .collect();
-    prop_assert_eq!(moved, c.tags_of(source).into_iter().collect::<BTreeSet<_>>());
+    let expected: BTreeSet<&str> = match &req.tags {
+        Some(asked) => asked.iter().map(String::as_str).collect(),
+        None => c.tags_of(source).into_iter().collect(),
+    };
+    prop_assert_eq!(moved, expected);
     Ok(())
 }
 

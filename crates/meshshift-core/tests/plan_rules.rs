@@ -627,3 +627,44 @@ fn absurd_targets_are_refused_and_hop_lists_stay_short() {
         "1.9.7 -> 1.13.0 needs 2 hops (1.9.7 -> 1.11, 1.11 -> 1.13.0); upgrade hop by hop or pass --allow-skip"
     );
 }
+
+/// `--tag canary` moves that tag alone, in a canary order (one tag per run): its namespaces restart, the
+/// `prod` tag and its namespace stay on the source, no namespace pinned to the source is relabelled, and
+/// the source is not retired while a tag still points at it. A tag the source does not have is refused,
+/// naming the ones it has.
+#[test]
+fn tag_moves_only_the_named_tags() {
+    let mut s = seed();
+    s.mutating_webhooks.push(tag("prod", "1-9-7"));
+    s.mutating_webhooks.push(tag("canary", "1-9-7"));
+    s.namespaces[0].labels = labels(&[("istio.io/rev", "prod")]);
+    s.namespaces.push(Namespace { name: "ratings".into(), labels: labels(&[("istio.io/rev", "canary")]) });
+    s.namespaces.push(Namespace { name: "pinned".into(), labels: labels(&[("istio.io/rev", "1-9-7")]) });
+    for (ns, name) in [("ratings", "ratings"), ("pinned", "legacy")] {
+        let (w, rs, pod) = app(ns, name, "1-9-7", "1.9.7");
+        s.workloads.push(w);
+        s.replica_sets.push(rs);
+        s.pods.push(pod);
+    }
+    let mut req = to("1.10.6");
+    req.tags = Some(vec!["canary".into()]);
+    let p = plan(&s, &req).expect("plan");
+    let ids = ids(&p);
+    assert!(ids.iter().any(|i| i.ends_with("move-tag-canary")), "{ids:?}");
+    assert!(ids.iter().any(|i| i.ends_with("restart-workloads-ratings")), "{ids:?}");
+    for absent in ["move-tag-prod", "restart-workloads-bookinfo", "migrate-namespace", "restart-workloads-pinned"] {
+        assert!(!ids.iter().any(|i| i.contains(absent)), "{absent} planned: {ids:?}");
+    }
+    assert!(!ids.iter().any(|i| i.contains("retire-revision")), "prod still points at 1-9-7: {ids:?}");
+
+    // With every tag named and the pinned namespace listed, the source is retired.
+    req.tags = Some(vec!["prod".into(), "canary".into()]);
+    req.namespaces = Some(vec!["pinned".into()]);
+    let ids_all: Vec<String> = plan(&s, &req).expect("plan").steps.iter().map(|s| s.id.clone()).collect();
+    assert!(ids_all.iter().any(|i| i.ends_with("retire-revision-1-9-7")), "{ids_all:?}");
+
+    req.tags = Some(vec!["nope".into()]);
+    let err = plan(&s, &req).expect_err("unknown tag");
+    assert!(matches!(&err, PlanError::UnknownTag { tag, .. } if tag == "nope"), "{err:?}");
+    assert_eq!(err.to_string(), "--tag nope: 1-9-7 has no such revision tag (its tags: canary, prod)");
+}

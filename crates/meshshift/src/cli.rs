@@ -140,6 +140,11 @@ pub struct PlanOptions {
     /// Only migrate the source revision's namespaces whose labels match (e.g. `team=payments,tier!=canary`).
     #[arg(long, value_name = "SELECTOR")]
     pub namespace_selector: Option<String>,
+    /// Move only these revision tags of the source (repeatable or comma-separated; one tag per run is a
+    /// canary order). Namespaces pinned to the source revision then move only when --namespaces or
+    /// --namespace-selector names them, and the source is retired once no tag points at it.
+    #[arg(long = "tag", value_name = "TAG", value_delimiter = ',')]
+    pub tags: Option<Vec<String>>,
     /// How the LoadBalancer switches.
     #[arg(long, value_enum, default_value_t = Strategy::Switch)]
     pub strategy: Strategy,

@@ -326,6 +326,9 @@ async fn bad_input_is_refused_clearly_with_its_exit_code_and_writes_nothing() {
         k("--namespaces empty", &["apply", "--to", "1.10.6", g, "--namespaces", "apps,"], 2, "--namespaces: an empty name"),
         k("bad --namespace-selector", &["apply", "--to", "1.10.6", g, "--namespace-selector", "team in a"], 2, "--namespace-selector: \"team in a\" is not a label requirement"),
         k("--namespaces with a selector", &["apply", "--to", "1.10.6", g, "--namespaces", "apps", "--namespace-selector", "team=a"], 2, "cannot be used with"),
+        k("--tag the source lacks", &["apply", "--to", "1.10.6", g, "--tag", "ghost"], 7, "--tag ghost: 1-9-7 has no such revision tag (its tags: "),
+        k("--tag twice", &["apply", "--to", "1.10.6", g, "--tag", "prod,prod"], 2, "prod is given twice"),
+        k("--tag not a name", &["plan", "--to", "1.10.6", "--tag", "Prod"], 2, "--tag \"Prod\": `Prod` is not a valid revision name"),
         // Command-line shape.
         k("--to and --plan", &["apply", "--to", "1.10.6", "--plan", &plan_file], 2, "cannot be used with"),
         k("neither --to nor --plan", &["apply"], 2, "--to <VERSION>"),

@@ -60,6 +60,10 @@ pub struct PlanRequest {
     pub namespaces: Option<Vec<String>>,
     /// Only migrate the source's namespaces whose labels match (kubectl syntax: `team=a,tier!=b`).
     pub namespace_selector: Option<String>,
+    /// Only these revision tags of the source move (`--tag`, in a canary order: one tag per run); namespaces
+    /// pinned to the source revision itself then move only when `--namespaces` or `--namespace-selector`
+    /// names them. `None`: every tag of the source moves.
+    pub tags: Option<Vec<String>>,
     /// How the LoadBalancer switches.
     pub strategy: SwitchStrategy,
     /// Plan a single hop even when Istio's rules need more.
@@ -83,6 +87,7 @@ impl PlanRequest {
             gateway_service: None,
             namespaces: None,
             namespace_selector: None,
+            tags: None,
             strategy: SwitchStrategy::Switch,
             allow_skip: false,
             soak_seconds: 30,
@@ -279,6 +284,16 @@ pub enum PlanError {
     /// A namespace to migrate does not exist.
     #[error("namespace {0} does not exist")]
     UnknownNamespace(String),
+    /// `--tag` names no tag of the source revision.
+    #[error("--tag {tag}: {from} has no such revision tag (its tags: {})", if tags.is_empty() { "none".to_owned() } else { tags.join(", ") })]
+    UnknownTag {
+        /// The tag asked for.
+        tag: String,
+        /// The source revision.
+        from: String,
+        /// The source's tags.
+        tags: Vec<String>,
+    },
     /// `--namespaces` names a namespace more than once. Refused rather than de-duplicated: a repeat is a
     /// typo or a mis-built list, and planning it twice would relabel and restart it twice, the second time
     /// from stale before-values.

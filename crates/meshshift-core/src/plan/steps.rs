@@ -315,14 +315,14 @@ pub fn build(snapshot: &ClusterSnapshot, s: &Subject, request: &PlanRequest) -> 
         push(slug, action, changes, pre, gates, "move the tag back, then restart again".into());
     }
 
-    // 7. Retire the source revision, once this plan moves every namespace it injects (a partial wave
-    // leaves it serving the rest).
-    let moves_all = s
-        .report
-        .namespaces
-        .iter()
-        .filter(|n| n.injected_by.as_deref() == Some(from))
-        .all(|n| s.namespaces.contains(&n.name) || s.tag_namespaces.contains(&n.name));
+    // 7. Retire the source revision, once this plan moves every namespace it injects and every tag pointing
+    // at it (a partial wave, or `--tag` naming some tags, leaves it serving the rest).
+    let moves_all = s.tags_left.is_empty()
+        && s.report
+            .namespaces
+            .iter()
+            .filter(|n| n.injected_by.as_deref() == Some(from))
+            .all(|n| s.namespaces.contains(&n.name) || s.tag_namespaces.contains(&n.name));
     if moves_all {
         let from_rev = Revision::parse(from).unwrap_or_else(|_| Revision::default_revision());
         let mut retire: Vec<Change> = s

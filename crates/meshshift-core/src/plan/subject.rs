@@ -38,8 +38,10 @@ pub struct Subject {
     pub load_balancer: Option<LoadBalancer>,
     /// The source revision's gateways that the LoadBalancer selects.
     pub blue_gateways: Vec<GatewayStatus>,
-    /// Tags pointing at the source revision.
+    /// Tags pointing at the source revision that this plan moves.
     pub tags: Vec<String>,
+    /// Tags pointing at the source revision that stay (`--tag` named others): the source is not retired.
+    pub tags_left: Vec<String>,
     /// Namespaces to relabel, in order.
     pub namespaces: Vec<String>,
     /// Namespaces injected through a tag of the source (they move with the tag, then restart), except those
@@ -164,24 +166,43 @@ pub fn find_subject(snapshot: &ClusterSnapshot, request: &PlanRequest) -> Result
     if let Some(s) = lb {
         check_switch_selects_green(s, &blue_gateways, source.revision.as_str(), &from_version, &to_revision, request)?;
     }
-    let tags: Vec<String> =
+    let source_tags: Vec<String> =
         report.tags.iter().filter(|t| t.revision == source.revision).map(|t| t.tag.clone()).collect();
-    let tag_namespaces: Vec<String> = report
-        .namespaces
-        .iter()
-        .filter(|n| match &n.mode {
-            InjectionMode::Revision(v) => tags.contains(v),
-            // istio-injection=enabled is served by the `default` tag when the source has one: the namespace
-            // moves with that tag instead of being pinned to a revision.
-            InjectionMode::IstioInjection(v) => {
-                v == "enabled"
-                    && tags.iter().any(|t| t == "default")
-                    && n.injected_by.as_deref() == Some(source.revision.as_str())
+    let tags_namespaces = |tags: &[String]| -> Vec<String> {
+        report
+            .namespaces
+            .iter()
+            .filter(|n| match &n.mode {
+                InjectionMode::Revision(v) => tags.contains(v),
+                // istio-injection=enabled is served by the `default` tag when the source has one: the
+                // namespace moves with that tag instead of being pinned to a revision.
+                InjectionMode::IstioInjection(v) => {
+                    v == "enabled"
+                        && tags.iter().any(|t| t == "default")
+                        && n.injected_by.as_deref() == Some(source.revision.as_str())
+                }
+                InjectionMode::None => false,
+            })
+            .map(|n| n.name.clone())
+            .collect()
+    };
+    // Namespaces of any source tag are never relabelled implicitly, moved by this run or not.
+    let all_tag_namespaces = tags_namespaces(&source_tags);
+    let tags = match &request.tags {
+        None => source_tags.clone(),
+        Some(asked) => {
+            if let Some(unknown) = asked.iter().find(|t| !source_tags.contains(t)) {
+                return Err(PlanError::UnknownTag {
+                    tag: unknown.clone(),
+                    from: source.revision.clone(),
+                    tags: source_tags.clone(),
+                });
             }
-            InjectionMode::None => false,
-        })
-        .map(|n| n.name.clone())
-        .collect();
+            source_tags.iter().filter(|t| asked.contains(t)).cloned().collect()
+        }
+    };
+    let tag_namespaces = tags_namespaces(&tags);
+    let tags_left: Vec<String> = source_tags.into_iter().filter(|t| !tags.contains(t)).collect();
     let namespaces = match &request.namespaces {
         Some(list) => {
             for ns in list {
@@ -197,6 +218,8 @@ pub fn find_subject(snapshot: &ClusterSnapshot, request: &PlanRequest) -> Result
             }
             list.clone()
         }
+        // `--tag` alone moves its tags only: the namespaces pinned to the source stay for another run.
+        None if request.tags.is_some() && request.namespace_selector.is_none() => Vec::new(),
         None => {
             let selector = request
                 .namespace_selector
@@ -209,7 +232,7 @@ pub fn find_subject(snapshot: &ClusterSnapshot, request: &PlanRequest) -> Result
                 .namespaces
                 .iter()
                 .filter(|n| {
-                    n.injected_by.as_deref() == Some(source.revision.as_str()) && !tag_namespaces.contains(&n.name)
+                    n.injected_by.as_deref() == Some(source.revision.as_str()) && !all_tag_namespaces.contains(&n.name)
                 })
                 .filter(|n| selector.as_ref().is_none_or(|s| s.matches(&labels_of(&n.name).unwrap_or_default())))
                 .map(|n| n.name.clone())
@@ -231,6 +254,7 @@ pub fn find_subject(snapshot: &ClusterSnapshot, request: &PlanRequest) -> Result
         }),
         blue_gateways,
         tags,
+        tags_left,
         namespaces,
         tag_namespaces,
         report,

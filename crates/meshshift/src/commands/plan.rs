@@ -36,6 +36,19 @@ pub fn request(to: &str, args: &PlanOptions) -> Result<PlanRequest, String> {
         meshshift_core::selector::parse_selector(sel).map_err(|e| format!("--namespace-selector: {e}"))?;
     }
     req.namespace_selector.clone_from(&args.namespace_selector);
+    if let Some(tags) = &args.tags {
+        let mut seen = std::collections::BTreeSet::new();
+        for t in tags {
+            // Tags follow revision naming (istioctl validates both as DNS labels).
+            if let Err(e) = meshshift_core::version::Revision::parse(t) {
+                return Err(format!("--tag {t:?}: {e}"));
+            }
+            if !seen.insert(t) {
+                return Err(format!("--tag: {t} is given twice; name each tag once"));
+            }
+        }
+    }
+    req.tags.clone_from(&args.tags);
     req.strategy = match args.strategy {
         Strategy::Switch => SwitchStrategy::Switch,
         Strategy::WidenNarrow => SwitchStrategy::WidenNarrow,

@@ -127,6 +127,7 @@ pub async fn demo(args: &LabDemoArgs) -> anyhow::Result<Code> {
             gateway_service: Some("istio-ingress/ingress".into()),
             namespaces: None,
             namespace_selector: None,
+            tags: None,
             strategy: Strategy::Switch,
             allow_skip: false,
             soak_seconds: args.soak_seconds,
