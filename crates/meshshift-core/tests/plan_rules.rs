@@ -668,3 +668,30 @@ fn tag_moves_only_the_named_tags() {
     assert!(matches!(&err, PlanError::UnknownTag { tag, .. } if tag == "nope"), "{err:?}");
     assert_eq!(err.to_string(), "--tag nope: 1-9-7 has no such revision tag (its tags: canary, prod)");
 }
+
+/// The second run of a `--tag` upgrade: the LoadBalancer was switched to green and blue scaled to zero by
+/// the first. No gateway steps are planned (the LoadBalancer serves the target already), and retiring the
+/// source deletes the parked blue gateway with it (it cannot serve without the source's istiod), but
+/// never the user's LoadBalancer.
+#[test]
+fn retiring_the_source_deletes_its_parked_gateways() {
+    let mut s = seed();
+    s.workloads.push(istiod("1-10-6", "1.10.6"));
+    s.mutating_webhooks.push(injector("1-10-6"));
+    s.workloads.push(gateway("istio-ingressgateway-1-10-6", "1-10-6", "1.10.6"));
+    let blue = s.workloads.iter_mut().find(|w| w.name == "istio-ingressgateway-1-9-7").expect("blue");
+    blue.replicas = 0;
+    blue.ready_replicas = 0;
+    s.services = vec![lb(&[("istio", "ingressgateway"), ("version", "1-10-6")])];
+    let mut req = to("1.10.6");
+    req.from = Some("1-9-7".into());
+    let p = plan(&s, &req).expect("plan");
+    let ids = ids(&p);
+    assert!(!ids.iter().any(|i| i.contains("gateway") || i.contains("load-balancer")), "{ids:?}");
+    let retire = p.steps.last().expect("steps");
+    assert_eq!(retire.id, format!("{:02}-retire-revision-1-9-7", p.steps.len()));
+    let deleted: Vec<&str> = retire.changes.iter().filter(|c| c.after.is_none()).map(|c| c.object.as_str()).collect();
+    assert!(deleted.contains(&"Deployment/istio-ingress/istio-ingressgateway-1-9-7"), "{deleted:?}");
+    assert!(!deleted.iter().any(|o| o.starts_with("Service/istio-ingress/")), "{deleted:?}");
+    assert!(!deleted.contains(&"Deployment/istio-ingress/istio-ingressgateway-1-10-6"), "{deleted:?}");
+}

@@ -286,10 +286,26 @@ async fn tags_1_24_6_to_1_25_5_rollback_then_apply_under_traffic() {
     assert_same(&view0, &after, "after apply --until + rollback");
     eprintln!("[{:>5.1} s] the cluster is as before the upgrade", began.elapsed().as_secs_f64());
 
-    // 6. The whole upgrade.
-    let run = cli(&["apply", "--to", "1.25.5", "--kubeconfig", &kubeconfig], &soak).await;
-    assert_eq!(run.code, 0, "apply failed:\n{}\n{}", run.stdout, run.stderr);
+    // 6. The whole upgrade, in a canary order: `--tag prod` first (install, gateway, the prod tag and its
+    //    namespace), then the rest (the default tag, its namespace, the source's retirement).
+    let run = cli(&["apply", "--to", "1.25.5", "--tag", "prod", "--kubeconfig", &kubeconfig], &soak).await;
+    assert_eq!(run.code, 0, "apply --tag prod failed:\n{}\n{}", run.stdout, run.stderr);
+    eprintln!("[{:>5.1} s] prod moved", began.elapsed().as_secs_f64());
+    let halfway = status(&kubeconfig).await;
+    assert_eq!(
+        tags_of(&halfway),
+        BTreeMap::from([("default".to_owned(), FROM.to_owned()), ("prod".to_owned(), TO.to_owned())]),
+        "only prod moved"
+    );
+    let istiods: Api<Deployment> = Api::namespaced(client.clone(), "istio-system");
+    assert!(istiods.get_opt(&format!("istiod-{FROM}")).await.expect("get").is_some(), "default still uses {FROM}");
+    // Both revisions are in use now, so the second run names its source.
+    let run = cli(&["apply", "--to", "1.25.5", "--from", FROM, "--kubeconfig", &kubeconfig], &soak).await;
+    assert_eq!(run.code, 0, "apply (the rest) failed:\n{}\n{}", run.stdout, run.stderr);
     eprintln!("[{:>5.1} s] upgraded", began.elapsed().as_secs_f64());
+    let gateways: Api<Deployment> = Api::namespaced(client.clone(), "istio-ingress");
+    let blue = format!("istio-ingressgateway-{FROM}");
+    assert!(gateways.get_opt(&blue).await.expect("get").is_none(), "the parked blue {blue} was retired");
 
     let istiod_to = format!("istiod-{TO}");
     for tag in TAGS {

@@ -359,6 +359,25 @@ pub fn build(snapshot: &ClusterSnapshot, s: &Subject, request: &PlanRequest) -> 
                 retire.push(deleted(format!("ConfigMap/{}/{copy}", blue.namespace)));
             }
         }
+        // Gateways of the source already scaled to zero and behind no LoadBalancer of this plan: a blue an
+        // earlier run retired (`--tag` upgrades take several runs) or one parked by hand. They cannot serve
+        // once the source's istiod is gone. Their own ClusterIP Service goes with them; a LoadBalancer is
+        // the user's and is never deleted.
+        let parked = s.report.gateways.iter().filter(|g| {
+            g.revision == from
+                && g.replicas == 0
+                && !s.blue_gateways.iter().any(|b| b.namespace == g.namespace && b.name == g.name)
+        });
+        for g in parked {
+            retire.push(deleted(format!("Deployment/{}/{}", g.namespace, g.name)));
+            if snapshot
+                .services
+                .iter()
+                .any(|svc| svc.namespace == g.namespace && svc.name == g.name && svc.service_type != "LoadBalancer")
+            {
+                retire.push(deleted(format!("Service/{}/{}", g.namespace, g.name)));
+            }
+        }
         push(
             format!("retire-revision-{from}"),
             Action::RetireRevision { revision: from.to_owned() },
