@@ -198,6 +198,9 @@ fn check_until(args: &RunArgs, plan: &Plan) -> Result<(), String> {
     }
 }
 
+/// How long the probe lets requests scheduled before its end finish before counting them as failed.
+const PROBE_DRAIN: Duration = Duration::from_secs(10);
+
 /// The probe that measures traffic while a run works.
 struct Traffic {
     handle: Arc<ProbeHandle>,
@@ -210,9 +213,12 @@ fn start_traffic(args: &RunArgs) -> Result<Option<Traffic>, String> {
         return Ok(None);
     }
     let mut config = ProbeConfig::new(args.probe.clone(), args.probe_rate);
-    // Enough connections that the rate is kept even when answers take 100 ms (a loaded gateway): an
-    // open-loop probe queues what its connections cannot carry, and a long queue reads as failures.
-    config.connections = ((args.probe_rate / 10.0).ceil() as usize).clamp(10, 1000);
+    // Enough connections that the rate is kept even when answers take a second (a loaded gateway, a
+    // loaded machine): an open-loop probe queues what its connections cannot carry, and requests still
+    // queued when the probe ends count as failed. With a connection per request an idle worker holds no
+    // socket, so the headroom costs nothing.
+    config.connections = (args.probe_rate.ceil() as usize).clamp(16, meshshift_probe::MAX_CONNECTIONS);
+    config.drain = PROBE_DRAIN;
     // A new connection per request, as new users make: kept-alive connections would stay on blue through
     // the soak window and the gate would never see green (docs/reliability.md, "Chaos").
     config.headers.push(("connection".to_owned(), "close".to_owned()));
@@ -350,8 +356,10 @@ async fn drive(
         }
     }
     // Requests still in flight at the last step's verdict, or scheduled between two steps, are judged here:
-    // a run is only "finished" if the whole of it kept the objective.
-    if matches!(outcome, Ok(Outcome::Finished)) && !run_gates_hold(&run, started).await {
+    // a run is only "finished" (or cleanly "paused") if the whole of it kept the objective.
+    if matches!(outcome, Ok(Outcome::Finished | Outcome::Paused))
+        && !run_gates_hold(&run, traffic.as_ref(), started).await
+    {
         let w = traffic.as_ref().map(|t| t.handle.window(started));
         let detail = w
             .map(|w| format!("{} of {} probe requests failed over the run", w.failed, w.ok + w.failed))
@@ -392,9 +400,20 @@ async fn drive(
     code
 }
 
-/// Whether the traffic gates hold over the whole run (after letting in-flight requests finish).
-async fn run_gates_hold(run: &Run, started: u64) -> bool {
-    tokio::time::sleep(Duration::from_secs(1)).await;
+/// Whether the traffic gates hold over the whole run. The probe is stopped first and drained, so every
+/// request it scheduled is judged: finished, or failed as `aborted` when its drain time ran out.
+async fn run_gates_hold(run: &Run, traffic: Option<&Traffic>, started: u64) -> bool {
+    match traffic {
+        Some(t) => {
+            t.handle.stopper().stop();
+            // The handle is shared with the gates, so its task cannot be awaited here; the drain bounds this.
+            let deadline = tokio::time::Instant::now() + PROBE_DRAIN + Duration::from_secs(5);
+            while !t.handle.is_finished() && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        None => tokio::time::sleep(Duration::from_secs(1)).await,
+    }
     run.traffic_holds(started).await
 }
 
