@@ -367,7 +367,7 @@ async fn worker(
     templates: Arc<Vec<RequestTemplate>>,
     timeout: Duration,
 ) {
-    let mut conns = Connections::default();
+    let mut conns = Connections::new();
     loop {
         let job = queue.lock().await.recv().await;
         let Some(Job { slot }) = job else { break };
