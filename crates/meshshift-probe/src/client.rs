@@ -10,17 +10,21 @@
 //!
 //! # Why not hyper
 //!
-//! Until this module replaced it, the prober used hyper 1's connection API. At its highest sustainable
-//! rate against a one-core local server (docs/benchmarks.md, "Prober vs wrk and oha": 16 connections, the
-//! prober on its own core) it cost 10.9 µs of CPU per request against wrk's 6.9 µs and kept 94,900
-//! requests/s to wrk's 143,038 (0.66x); `perf` put about 15% of its time in hyper's per-connection task
-//! (a second task per connection, a channel hop and a wake-up per request each way) and about 10% in the
-//! prober's own bookkeeping. The prober only ever sends `GET`s without a body, from a request head that
-//! never changes for a target, and reads one response at a time: the whole of HTTP/1.1 it needs is a
-//! pre-serialized write, [`httparse`] (the parser hyper itself uses) for the head, and the three ways a
-//! response body can end (Content-Length, chunked, the connection closing). Done in the worker's own task
-//! on a plain [`TcpStream`], that is one `write` and (usually) one `read` per request and no other task.
-//! Measured with the same benchmark, the numbers are in docs/benchmarks.md.
+//! Until this module replaced it, the prober used hyper 1's client connection API. In the benchmark of
+//! docs/benchmarks.md ("Prober vs wrk and oha": `crates/meshshift/benches/prober_vs_wrk_oha.sh`, a one-thread
+//! local server on one core, the load generator pinned to the other, 16 connections) it kept at most 94,900
+//! requests/s against wrk's 143,038 (0.66x), at 10.9 µs of CPU per request against wrk's 6.9 µs; `perf` put
+//! about 15% of its time in hyper's per-connection task (a second task per connection, with a channel hop
+//! and a wake-up each way per request) and about 10% in the prober's own bookkeeping. Yet the prober only
+//! ever sends a `GET` without a body, whose head never changes for a target, and reads one response at a
+//! time: all the HTTP/1.1 it needs is one pre-serialized write, [`httparse`] (the parser hyper itself uses)
+//! for the response head, and the three ways a body can end (Content-Length, chunked, the connection
+//! closing). Done in the worker's own task on a plain [`TcpStream`], that is one `send` and usually one
+//! `recv` per request and no other task. Measured again on the same 2-core machine (one repetition each,
+//! 16 connections): hyper 87,100 requests/s kept, 10.9 µs per request, wrk 144,013/s in the same run
+//! (0.60x); this module 143,800/s at 7.5 µs, wrk 144,405/s (1.00x, the server's core then at 89%), and
+//! 136,500/s at 7.7 µs against wrk's 145,527/s with 64 connections (0.94x). About 80% of what is left is
+//! the kernel's TCP work, as for wrk.
 //!
 //! What it does not do, because the prober never needs it: request bodies, pipelining, `Expect`,
 //! upgrades (a `101` is a protocol error), HTTP/2, TLS.
@@ -588,7 +592,8 @@ mod tests {
         assert_eq!(
             String::from_utf8(tpl.request.to_vec()).unwrap(),
             format!(
-                "GET /productpage?u=1 HTTP/1.1\r\nhost: bookinfo.example\r\nuser-agent: {ua}\r\nx-a: 1\r\nx-a: 2\r\n\r\n"
+                "GET /productpage?u=1 HTTP/1.1\r\nhost: bookinfo.example\r\n\
+                 user-agent: {ua}\r\nx-a: 1\r\nx-a: 2\r\n\r\n"
             )
         );
         let tpl = RequestTemplate::new(&Target::parse("http://127.0.0.1:8080").unwrap(), &[]).unwrap();
