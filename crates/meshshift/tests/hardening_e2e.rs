@@ -76,7 +76,9 @@ async fn no_failures(probe: ProbeHandle) {
     let result = probe.stop().await.expect("prober");
     eprintln!("{}", result.summary.to_text());
     assert!(result.summary.total > 500, "traffic flowed: {}", result.summary.total);
-    assert_eq!(result.summary.failed, 0, "no request may fail:\n{}", result.summary.to_text());
+    let failed: Vec<String> =
+        result.records.iter().filter(|r| !r.ok).map(|r| serde_json::to_string(r).unwrap_or_default()).collect();
+    assert_eq!(result.summary.failed, 0, "no request may fail:\n{}\n{}", result.summary.to_text(), failed.join("\n"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
