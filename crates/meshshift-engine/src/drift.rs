@@ -12,8 +12,7 @@ use crate::objects::Objects;
 pub async fn drift(objects: &Objects, plan: &Plan) -> Result<Vec<Drift>, EngineError> {
     let mut found = Vec::new();
     for a in &plan.assumptions {
-        let r: ObjectRef =
-            a.object.parse().map_err(|e: meshshift_core::fields::FieldError| EngineError::Invalid(e.to_string()))?;
+        let r: ObjectRef = a.object.parse()?;
         let live = objects.get(&r).await?;
         if let Some(d) = check(a, live.as_ref()) {
             found.push(d);

@@ -117,6 +117,13 @@ pub enum EngineError {
     Rollout(#[from] RolloutError),
 }
 
+/// An object reference or field path that does not parse: a plan or journal that is not meshshift's own.
+impl From<meshshift_core::fields::FieldError> for EngineError {
+    fn from(e: meshshift_core::fields::FieldError) -> Self {
+        Self::Invalid(e.to_string())
+    }
+}
+
 impl EngineError {
     /// An API error about `object`.
     pub fn api(object: &ObjectRef, source: kube::Error) -> Self {

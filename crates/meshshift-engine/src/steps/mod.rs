@@ -96,7 +96,7 @@ pub async fn undo(ctx: &Ctx, step: &Step, prior: &[Change], journal: &Journal) -
 
 /// Parses a change's object.
 fn object_of(change: &Change) -> Result<ObjectRef, EngineError> {
-    change.object.parse().map_err(|e: meshshift_core::fields::FieldError| EngineError::Invalid(e.to_string()))
+    Ok(change.object.parse()?)
 }
 
 fn json_of(value: &str) -> Result<Value, EngineError> {
@@ -127,8 +127,7 @@ fn grouped(changes: &[Change]) -> Result<Vec<(ObjectRef, Vec<&Change>)>, EngineE
 async fn set(ctx: &Ctx, r: &ObjectRef, changes: &[&Change], forward: bool) -> Result<(), EngineError> {
     let mut fields = Vec::new();
     for c in changes {
-        let field: Field =
-            c.field.parse().map_err(|e: meshshift_core::fields::FieldError| EngineError::Invalid(e.to_string()))?;
+        let field: Field = c.field.parse()?;
         if field == Field::Object {
             let target = if forward { &c.after } else { &c.before };
             match target {

@@ -14,13 +14,9 @@ use crate::context::Ctx;
 use crate::error::EngineError;
 use crate::gates::endpoints::wait_only;
 
-fn service_ref(service: &str) -> Result<ObjectRef, EngineError> {
-    service.parse().map_err(|e: meshshift_core::fields::FieldError| EngineError::Invalid(e.to_string()))
-}
-
 /// The selector now, and with `key=value`; refused when someone set `key` to another value since the plan.
 pub async fn prior(ctx: &Ctx, service: &str, key: &str, value: &str) -> Result<Vec<Change>, EngineError> {
-    let r = service_ref(service)?;
+    let r: ObjectRef = service.parse()?;
     let now = current(ctx, &r).await?;
     if let Some(found) = now.get(key).filter(|v| v.as_str() != value) {
         return Err(EngineError::ConcurrentEdit {
@@ -42,7 +38,7 @@ pub async fn prior(ctx: &Ctx, service: &str, key: &str, value: &str) -> Result<V
 
 fn selectors(prior: &[Change]) -> Result<(ObjectRef, Selector, Selector), EngineError> {
     let c = prior.first().ok_or_else(|| EngineError::Invalid("pin step without a journaled selector".into()))?;
-    Ok((service_ref(&c.object)?, selector_of(c.before.as_ref())?, selector_of(c.after.as_ref())?))
+    Ok((c.object.parse()?, selector_of(c.before.as_ref())?, selector_of(c.after.as_ref())?))
 }
 
 pub async fn apply(ctx: &Ctx, prior: &[Change]) -> Result<(), EngineError> {

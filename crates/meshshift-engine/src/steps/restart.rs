@@ -32,9 +32,7 @@ pub async fn prior(ctx: &Ctx, step: &Step) -> Result<Vec<Change>, EngineError> {
         let r = object_of(c)?;
         // A workload deleted since planning has nothing to restart.
         if let Some(obj) = ctx.objects.get(&r).await? {
-            let field: meshshift_core::fields::Field = RESTARTED_AT
-                .parse()
-                .map_err(|e: meshshift_core::fields::FieldError| EngineError::Invalid(e.to_string()))?;
+            let field: meshshift_core::fields::Field = RESTARTED_AT.parse()?;
             changes.push(Change {
                 object: r.to_string(),
                 field: RESTARTED_AT.into(),

@@ -20,7 +20,7 @@ fn now_ms() -> u64 {
 }
 
 fn deployment(r: &str) -> Result<ObjectRef, EngineError> {
-    r.parse().map_err(|e: meshshift_core::fields::FieldError| EngineError::Invalid(e.to_string()))
+    Ok(r.parse()?)
 }
 
 pub async fn prior(ctx: &Ctx, deployment_ref: &str) -> Result<Vec<Change>, EngineError> {

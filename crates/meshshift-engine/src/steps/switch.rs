@@ -39,8 +39,7 @@ struct Selectors {
 
 fn selectors(prior: &[Change]) -> Result<Selectors, EngineError> {
     let c = prior.first().ok_or_else(|| EngineError::Invalid("switch step without a journaled selector".into()))?;
-    let service: ObjectRef =
-        c.object.parse().map_err(|e: meshshift_core::fields::FieldError| EngineError::Invalid(e.to_string()))?;
+    let service: ObjectRef = c.object.parse()?;
     let blue = selector_of(c.before.as_ref())?;
     let green = selector_of(c.after.as_ref())?;
     let both = blue.iter().filter(|(k, v)| green.get(*k) == Some(*v)).map(|(k, v)| (k.clone(), v.clone())).collect();
@@ -53,8 +52,7 @@ pub async fn prior(
     service: &str,
     _strategy: SwitchStrategy,
 ) -> Result<Vec<Change>, EngineError> {
-    let r: ObjectRef =
-        service.parse().map_err(|e: meshshift_core::fields::FieldError| EngineError::Invalid(e.to_string()))?;
+    let r: ObjectRef = service.parse()?;
     let svc = ctx.objects.get(&r).await?.ok_or_else(|| EngineError::Missing(r.to_string()))?;
     let current: Selector = serde_json::from_value(svc["spec"]["selector"].clone()).unwrap_or_default();
     // The plan names the colour key and its planned values: `spec.selector.<key>`.
