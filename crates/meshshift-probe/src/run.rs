@@ -33,6 +33,8 @@ pub struct ProbeHandle {
     shared: Arc<Shared>,
     stop: Stopper,
     task: Option<JoinHandle<()>>,
+    /// Becomes true when the driver has recorded every request: lets a shared handle wait for the end.
+    done: watch::Receiver<bool>,
 }
 
 /// Stops a probe from elsewhere (a signal handler, another task); cheap to clone.
@@ -188,9 +190,10 @@ impl Prober {
             urls = ?config.urls, rate = config.rate, duration = ?config.duration, connections = config.connections,
             "probe started"
         );
-        let driver = Driver { shared: shared.clone(), schedule, templates: Arc::new(templates), config };
+        let (done_tx, done) = watch::channel(false);
+        let driver = Driver { shared: shared.clone(), schedule, templates: Arc::new(templates), config, done: done_tx };
         let task = runtime.spawn(driver.run(stop_rx));
-        Ok(ProbeHandle { shared, stop: Stopper(Arc::new(stop_tx)), task: Some(task) })
+        Ok(ProbeHandle { shared, stop: Stopper(Arc::new(stop_tx)), task: Some(task), done })
     }
 }
 
@@ -249,6 +252,14 @@ impl ProbeHandle {
         self.task.as_ref().is_none_or(JoinHandle::is_finished)
     }
 
+    /// Stops sending now and waits until every request is recorded (finished, or `aborted` after the drain
+    /// time), without taking the handle: [`Self::window`] then judges the whole probe.
+    pub async fn drained(&self) {
+        self.stop.stop();
+        // An error means the driver is gone (finished or aborted): nothing is left to wait for.
+        let _ = self.done.clone().wait_for(|d| *d).await;
+    }
+
     /// Stops sending now, lets due requests finish (within the drain time) and returns the result.
     pub async fn stop(self) -> Result<ProbeResult, ProbeError> {
         self.stop.stop();
@@ -288,6 +299,7 @@ struct Driver {
     schedule: Schedule,
     templates: Arc<Vec<RequestTemplate>>,
     config: ProbeConfig,
+    done: watch::Sender<bool>,
 }
 
 impl Driver {
@@ -335,6 +347,7 @@ impl Driver {
             while workers.join_next().await.is_some() {}
         }
         self.abort_pending();
+        self.done.send_replace(true);
     }
 
     /// Records every request that did not finish as failed (`aborted`): nothing dispatched goes missing.

@@ -181,6 +181,26 @@ async fn timeouts_and_drain_aborts_are_recorded() {
     slow.task.abort();
 }
 
+/// `drained()` is how apply judges a whole run through a handle its gates share: once it returns, the
+/// window counts every request the probe scheduled, those aborted at the end of the drain included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drained_through_a_shared_handle_counts_requests_aborted_at_the_drain() {
+    let slow = serve(Duration::from_secs(30), "1-9-7").await;
+    let mut c = ProbeConfig::new(vec![slow.url()], 20.0);
+    c.connections = 1;
+    c.timeout = Duration::from_secs(60);
+    c.drain = Duration::from_millis(300);
+    let handle = Prober::start(c).expect("start");
+    tokio::time::sleep(Duration::from_millis(190)).await;
+    handle.drained().await;
+    let w = handle.window(handle.started_unix_ms());
+    let r = handle.wait().await.expect("probe");
+    assert!(r.summary.total >= 3, "{:?}", r.summary);
+    assert_eq!((w.ok, w.failed), (0, r.summary.total), "every scheduled request judged, all aborted");
+    assert_eq!(r.summary.errors, [(ErrorKind::Aborted, r.summary.total)].into_iter().collect());
+    slow.task.abort();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_open_ended_probe_runs_until_stopped_and_snapshots_on_the_way() {
     let server = serve(Duration::ZERO, "1-10-6").await;

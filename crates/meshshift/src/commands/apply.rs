@@ -198,9 +198,6 @@ fn check_until(args: &RunArgs, plan: &Plan) -> Result<(), String> {
     }
 }
 
-/// How long the probe lets requests scheduled before its end finish before counting them as failed.
-const PROBE_DRAIN: Duration = Duration::from_secs(10);
-
 /// The probe that measures traffic while a run works.
 struct Traffic {
     handle: Arc<ProbeHandle>,
@@ -218,7 +215,6 @@ fn start_traffic(args: &RunArgs) -> Result<Option<Traffic>, String> {
     // queued when the probe ends count as failed. With a connection per request an idle worker holds no
     // socket, so the headroom costs nothing.
     config.connections = (args.probe_rate.ceil() as usize).clamp(16, meshshift_probe::MAX_CONNECTIONS);
-    config.drain = PROBE_DRAIN;
     // A new connection per request, as new users make: kept-alive connections would stay on blue through
     // the soak window and the gate would never see green (docs/reliability.md, "Chaos").
     config.headers.push(("connection".to_owned(), "close".to_owned()));
@@ -404,14 +400,7 @@ async fn drive(
 /// request it scheduled is judged: finished, or failed as `aborted` when its drain time ran out.
 async fn run_gates_hold(run: &Run, traffic: Option<&Traffic>, started: u64) -> bool {
     match traffic {
-        Some(t) => {
-            t.handle.stopper().stop();
-            // The handle is shared with the gates, so its task cannot be awaited here; the drain bounds this.
-            let deadline = tokio::time::Instant::now() + PROBE_DRAIN + Duration::from_secs(5);
-            while !t.handle.is_finished() && tokio::time::Instant::now() < deadline {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
+        Some(t) => t.handle.drained().await,
         None => tokio::time::sleep(Duration::from_secs(1)).await,
     }
     run.traffic_holds(started).await
