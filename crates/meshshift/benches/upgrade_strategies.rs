@@ -64,14 +64,6 @@ fn json_file(path: &Path) -> Value {
         .unwrap_or_else(|e| panic!("parsing {}: {e}", path.display()))
 }
 
-fn timeline(dir: &Path) -> Vec<Value> {
-    std::fs::read_to_string(dir.join("timeline.jsonl"))
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
-}
-
 fn lab() -> (TestCluster, String, String) {
     let lab = TestCluster::start_lab(Path::new(BIN), &LabOptions::full(3)).expect("lab");
     install_mesh(lab.dir().to_str().expect("utf-8"));
@@ -138,7 +130,7 @@ fn blue_green(runs: &Path) -> BlueGreen {
         (t["requests"].as_u64().unwrap_or(0), t["failed"].as_u64().unwrap_or(0), t["p99_ms"].as_f64().unwrap_or(0.0));
     let probe = json_file(&run_dir.join("probe.json"));
     let reqs = read_records(&run_dir.join("requests.jsonl"), probe["started_unix_ms"].as_u64().expect("started"));
-    let events = timeline(&run_dir);
+    let events = support::timeline(&run_dir);
     let sw: Vec<u64> =
         events.iter().filter(|e| e["step"] == "03-switch-load-balancer").filter_map(|e| e["t_ms"].as_u64()).collect();
     let (from, to) = (sw.iter().min().copied().unwrap_or(0), sw.iter().max().copied().unwrap_or(0));

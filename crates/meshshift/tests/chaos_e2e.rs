@@ -91,17 +91,9 @@ fn spawn(lab: &Lab, name: &str, args: &[&str], soak_seconds: u64) -> Running {
     Running { child, dir, began: Instant::now() }
 }
 
-fn timeline(dir: &Path) -> Vec<Value> {
-    std::fs::read_to_string(dir.join("timeline.jsonl"))
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
-}
-
 /// Waits until the run's timeline shows `step` in `phase`; `false` when the run ended first.
 async fn reach(run: &mut Running, step: &str, phase: &str) -> bool {
-    while !timeline(&run.dir).iter().any(|e| e["step"] == step && e["phase"] == phase) {
+    while !support::timeline(&run.dir).iter().any(|e| e["step"] == step && e["phase"] == phase) {
         assert!(run.began.elapsed() < Duration::from_secs(300), "{step} never reached {phase}");
         if run.child.try_wait().expect("poll").is_some() {
             return false;
@@ -113,7 +105,7 @@ async fn reach(run: &mut Running, step: &str, phase: &str) -> bool {
 
 /// The step the run was in at `t_ms` (its last event before then), and that event's phase.
 fn at(dir: &Path, t_ms: u64) -> String {
-    timeline(dir)
+    support::timeline(dir)
         .iter()
         .rfind(|e| e["t_ms"].as_u64().is_some_and(|t| t <= t_ms) && e["step"].is_string())
         .map(|e| format!("{} {}", e["step"].as_str().unwrap_or_default(), e["phase"].as_str().unwrap_or_default()))
@@ -135,7 +127,10 @@ struct Ended {
 
 impl Ended {
     fn breach_step(&self) -> Option<String> {
-        timeline(&self.dir).iter().find(|e| e["phase"] == "breach").and_then(|e| e["step"].as_str().map(str::to_owned))
+        support::timeline(&self.dir)
+            .iter()
+            .find(|e| e["phase"] == "breach")
+            .and_then(|e| e["step"].as_str().map(str::to_owned))
     }
 
     /// Apply's requests per step, from the run's report (a step undone counts while it is undone too).

@@ -25,14 +25,6 @@ async fn scale(client: &kube::Client, name: &str, replicas: i32) {
     api.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await.expect("scale");
 }
 
-fn timeline(dir: &Path) -> Vec<Value> {
-    std::fs::read_to_string(dir.join("timeline.jsonl"))
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn users_failing_mid_upgrade_breach_the_gate_and_the_run_rolls_back() {
     let options = LabOptions::full(3).with_prometheus();
@@ -77,8 +69,12 @@ async fn users_failing_mid_upgrade_breach_the_gate_and_the_run_rolls_back() {
         .spawn()
         .expect("start apply");
     let began = Instant::now();
-    while !timeline(&run_dir).iter().any(|e| e["step"] == "03-switch-load-balancer" && e["phase"] == "done") {
-        assert!(began.elapsed() < Duration::from_secs(240), "the switch never completed: {:?}", timeline(&run_dir));
+    while !support::timeline(&run_dir).iter().any(|e| e["step"] == "03-switch-load-balancer" && e["phase"] == "done") {
+        assert!(
+            began.elapsed() < Duration::from_secs(240),
+            "the switch never completed: {:?}",
+            support::timeline(&run_dir)
+        );
         assert!(
             child.try_wait().expect("poll").is_none(),
             "apply ended early: {}",
@@ -92,7 +88,7 @@ async fn users_failing_mid_upgrade_breach_the_gate_and_the_run_rolls_back() {
     assert_eq!(out.status.code(), Some(8), "a breach fails the run:\n{stderr}");
     assert!(stderr.contains("traffic gate breached"), "{stderr}");
 
-    let events = timeline(&run_dir);
+    let events = support::timeline(&run_dir);
     let breach = events.iter().find(|e| e["phase"] == "breach").expect("a breach event");
     assert_eq!(breach["step"], "04-retire-blue-istio-ingressgateway-1-9-7", "caught during the soak: {breach}");
     for undone in

@@ -66,6 +66,16 @@ pub fn meshshift_with_env(args: &[&str], env: &[(&str, &str)]) -> Run {
     }
 }
 
+/// The events of a run directory's `timeline.jsonl`, in order; a line still being written is skipped, so
+/// it can be read while the run goes on.
+pub fn timeline(dir: &Path) -> Vec<Value> {
+    std::fs::read_to_string(dir.join("timeline.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
 /// Compares `actual` with the expected JSON file under `tests/expected/`. With `MESHSHIFT_BLESS=1` the
 /// file is rewritten instead (review the diff before committing it).
 pub fn assert_expected(name: &str, actual: &Value) {
