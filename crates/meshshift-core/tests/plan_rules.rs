@@ -159,6 +159,16 @@ fn seed() -> ClusterSnapshot {
     }
 }
 
+/// The seed with the target revision 1-10-6 installed beside it, green gateway included (pre-staged, or
+/// left by an earlier run).
+fn seed_with_target() -> ClusterSnapshot {
+    let mut s = seed();
+    s.workloads.push(istiod("1-10-6", "1.10.6"));
+    s.mutating_webhooks.push(injector("1-10-6"));
+    s.workloads.push(gateway("istio-ingressgateway-1-10-6", "1-10-6", "1.10.6"));
+    s
+}
+
 fn to(v: &str) -> PlanRequest {
     PlanRequest::new(v.parse().expect("version"))
 }
@@ -470,10 +480,7 @@ fn a_load_balancer_selecting_several_revisions_is_refused_unless_the_other_is_th
         assert!(err.to_string().contains("besides those of 1-9-7"), "{err}");
     }
 
-    let mut s = seed();
-    s.workloads.push(istiod("1-10-6", "1.10.6"));
-    s.mutating_webhooks.push(injector("1-10-6"));
-    s.workloads.push(gateway("istio-ingressgateway-1-10-6", "1-10-6", "1.10.6"));
+    let mut s = seed_with_target();
     s.services = vec![lb(&[("istio", "ingressgateway")])];
     let p = plan(&s, &to("1.10.6")).expect("widened by hand: plan the narrowing");
     let pin = p.steps.iter().find(|s| s.id.ends_with("pin-load-balancer")).expect("pin");
@@ -543,10 +550,7 @@ fn a_switch_that_would_select_no_green_is_refused() {
 /// not created, and its undo restores it instead of deleting it. The missing green Service is created.
 #[test]
 fn an_existing_green_gateway_is_replaced_not_created() {
-    let mut s = seed();
-    s.workloads.push(istiod("1-10-6", "1.10.6"));
-    s.mutating_webhooks.push(injector("1-10-6"));
-    s.workloads.push(gateway("istio-ingressgateway-1-10-6", "1-10-6", "1.10.6"));
+    let s = seed_with_target();
     let p = plan(&s, &to("1.10.6")).expect("plan");
     assert_eq!(ids(&p)[..2], ["01-deploy-gateway-istio-ingressgateway-1-10-6", "02-switch-load-balancer"]);
     let deploy = &p.steps[0];
@@ -675,10 +679,7 @@ fn tag_moves_only_the_named_tags() {
 /// never the user's LoadBalancer.
 #[test]
 fn retiring_the_source_deletes_its_parked_gateways() {
-    let mut s = seed();
-    s.workloads.push(istiod("1-10-6", "1.10.6"));
-    s.mutating_webhooks.push(injector("1-10-6"));
-    s.workloads.push(gateway("istio-ingressgateway-1-10-6", "1-10-6", "1.10.6"));
+    let mut s = seed_with_target();
     let blue = s.workloads.iter_mut().find(|w| w.name == "istio-ingressgateway-1-9-7").expect("blue");
     blue.replicas = 0;
     blue.ready_replicas = 0;
