@@ -31,7 +31,6 @@
 
 use std::future::Future;
 use std::io;
-use std::mem::MaybeUninit;
 use std::pin::{Pin, pin};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
@@ -42,15 +41,12 @@ use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 
 use crate::config::ProbeError;
-use crate::record::{ErrorKind, headers};
+use crate::record::{ErrorKind, is_success_status};
+use crate::response::{Answer, Body, Head, MAX_LINE, first_line, parse_head};
 use crate::target::Target;
 
-/// The most headers a response head may have (hyper's default too).
-const MAX_HEADERS: usize = 100;
 /// The largest response head accepted.
 const MAX_HEAD: usize = 64 * 1024;
-/// The longest chunk-size or trailer line accepted.
-const MAX_LINE: usize = 4 * 1024;
 /// Free space made in the read buffer before each read.
 const READ_SPACE: usize = 8 * 1024;
 
@@ -103,51 +99,6 @@ impl RequestTemplate {
     }
 }
 
-/// The response headers a record keeps.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(crate) struct Answer {
-    pub revision: Option<String>,
-    pub version: Option<String>,
-    pub proxy: Option<String>,
-    pub pod: Option<String>,
-    pub upstream_revision: Option<String>,
-    pub upstream_version: Option<String>,
-    pub upstream_pod: Option<String>,
-    pub server: Option<String>,
-}
-
-impl Answer {
-    /// Keeps `value` if `name` is one of the headers a record keeps, and the first of that name (as
-    /// `HeaderMap::get` did).
-    fn offer(&mut self, name: &str, value: &[u8]) {
-        let slot = if name.eq_ignore_ascii_case(headers::SERVER) {
-            &mut self.server
-        } else if name.as_bytes().get(..X_MESHSHIFT.len()).is_some_and(|p| p.eq_ignore_ascii_case(X_MESHSHIFT)) {
-            let lab = [
-                (headers::REVISION, &mut self.revision),
-                (headers::VERSION, &mut self.version),
-                (headers::PROXY, &mut self.proxy),
-                (headers::POD, &mut self.pod),
-                (headers::UPSTREAM_REVISION, &mut self.upstream_revision),
-                (headers::UPSTREAM_VERSION, &mut self.upstream_version),
-                (headers::UPSTREAM_POD, &mut self.upstream_pod),
-            ];
-            match lab.into_iter().find(|(n, _)| name.eq_ignore_ascii_case(n)) {
-                Some((_, slot)) => slot,
-                None => return,
-            }
-        } else {
-            return;
-        };
-        if slot.is_none() {
-            *slot = Some(String::from_utf8_lossy(value).into_owned());
-        }
-    }
-}
-
-/// The prefix of the lab's headers.
-const X_MESHSHIFT: &[u8] = b"x-meshshift-";
-
 /// What happened to one request.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Exchange {
@@ -159,6 +110,8 @@ pub(crate) struct Exchange {
     pub error: Option<(ErrorKind, String)>,
     /// Sent on a connection that had served before.
     pub reused: bool,
+    /// For a failing status, the first line of the body: the answering proxy's reason.
+    pub reason: Option<String>,
 }
 
 /// Where a request was when it failed.
@@ -283,12 +236,13 @@ async fn read_response<R: AsyncRead + Unpin>(
     let protocol = |e: String| (ErrorKind::Protocol, e);
     // The head, after any informational (1xx) responses.
     let mut answer = Answer::default();
-    let (mut pos, mut body, close) = loop {
+    let (mut pos, mut body, close, mut excerpt) = loop {
         match parse_head(buf, &mut answer).map_err(protocol)? {
             Head::Final(head) => {
                 ex.status = Some(head.status);
                 ex.answer = answer;
-                break (head.len, head.body, head.close);
+                let excerpt = (!is_success_status(head.status)).then(Vec::new);
+                break (head.len, head.body, head.close, excerpt);
             }
             Head::Informational(len) => {
                 buf.drain(..len);
@@ -311,10 +265,11 @@ async fn read_response<R: AsyncRead + Unpin>(
         }
     };
     // The body.
-    loop {
-        pos += body.decode(&buf[pos..]).map_err(protocol)?;
+    let result = loop {
+        pos += body.decode(&buf[pos..], excerpt.as_mut()).map_err(protocol)?;
         if body.is_done() {
-            break;
+            // Bytes after the response were not asked for: the connection is out of step, do not reuse it.
+            break Ok(!close && pos == buf.len());
         }
         // What is left is an incomplete line: keep it, at the start of the buffer.
         if pos == buf.len() {
@@ -324,215 +279,30 @@ async fn read_response<R: AsyncRead + Unpin>(
         }
         pos = 0;
         if buf.len() >= MAX_LINE {
-            return Err(protocol(format!("chunk-size or trailer line longer than {MAX_LINE} bytes")));
+            break Err(protocol(format!("chunk-size or trailer line longer than {MAX_LINE} bytes")));
         }
-        if fill(io, buf).await? == 0 {
-            if body == Body::Eof {
-                // The end of a close-delimited body: complete, and the connection is spent.
-                return Ok(false);
+        match fill(io, buf).await {
+            // The end of a close-delimited body: complete, and the connection is spent.
+            Ok(0) if body == Body::Eof => break Ok(false),
+            Ok(0) => {
+                break Err((
+                    ErrorKind::Closed,
+                    format!("connection closed before message completed ({})", body.missing()),
+                ));
             }
-            return Err((
-                ErrorKind::Closed,
-                format!("connection closed before message completed ({})", body.missing()),
-            ));
+            Ok(_) => {}
+            Err(e) => break Err(e),
         }
-    }
-    // Bytes after the response were not asked for: the connection is out of step, do not reuse it.
-    Ok(!close && pos == buf.len())
+    };
+    // Whatever became of the body, what arrived of a failure's reason is kept.
+    ex.reason = excerpt.as_deref().and_then(first_line);
+    result
 }
 
 /// Reads what is available (at least one byte, or 0 at the end of the stream) after the end of `buf`.
 async fn fill<R: AsyncRead + Unpin>(io: &mut R, buf: &mut Vec<u8>) -> Result<usize, (ErrorKind, String)> {
     buf.reserve(READ_SPACE);
     io.read_buf(buf).await.map_err(|e| (classify_io(&e), format!("reading the response: {e}")))
-}
-
-/// A parsed response head.
-#[derive(Debug)]
-struct FinalHead {
-    /// Its length in bytes.
-    len: usize,
-    status: u16,
-    body: Body,
-    /// The connection ends after this response.
-    close: bool,
-}
-
-/// What the start of a buffer holds.
-#[derive(Debug)]
-enum Head {
-    /// Not a complete head yet.
-    Partial,
-    /// A complete 1xx head of this length: to be skipped.
-    Informational(usize),
-    /// A complete final head.
-    Final(FinalHead),
-}
-
-/// Parses the response head at the start of `buf`; a final head's headers that a record keeps go to
-/// `answer`.
-fn parse_head(buf: &[u8], answer: &mut Answer) -> Result<Head, String> {
-    let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
-    let mut response = httparse::Response::new(&mut []);
-    let parsed = httparse::ParserConfig::default()
-        .parse_response_with_uninit_headers(&mut response, buf, &mut slots)
-        .map_err(|e| format!("invalid response head: {e}"))?;
-    let httparse::Status::Complete(len) = parsed else {
-        return Ok(Head::Partial);
-    };
-    let status = response.code.unwrap_or_default();
-    match status {
-        101 => return Err("unexpected 101 Switching Protocols: the prober asked for no upgrade".to_owned()),
-        100..=199 => return Ok(Head::Informational(len)),
-        _ => {}
-    }
-    let mut length: Option<u64> = None;
-    let mut transfer_encoding: Option<&[u8]> = None;
-    let mut close = false;
-    let mut keep_alive = false;
-    for h in response.headers.iter() {
-        let name = h.name;
-        if name.eq_ignore_ascii_case("content-length") {
-            for part in h.value.split(|&b| b == b',') {
-                let n = parse_length(part.trim_ascii())
-                    .ok_or_else(|| format!("invalid content-length {:?}", String::from_utf8_lossy(h.value)))?;
-                if length.is_some_and(|l| l != n) {
-                    return Err("conflicting content-length headers".to_owned());
-                }
-                length = Some(n);
-            }
-        } else if name.eq_ignore_ascii_case("transfer-encoding") {
-            // Only the last coding matters: chunked or not.
-            transfer_encoding = Some(h.value);
-        } else if name.eq_ignore_ascii_case("connection") {
-            for token in h.value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
-                close |= token.eq_ignore_ascii_case(b"close");
-                keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
-            }
-        } else {
-            answer.offer(name, h.value);
-        }
-    }
-    // HTTP/1.0 closes unless the server says otherwise.
-    if response.version == Some(0) && !keep_alive {
-        close = true;
-    }
-    // RFC 9112, 6.3: no body for 204 and 304; transfer-encoding over content-length; else read to the end.
-    let state = if status == 204 || status == 304 {
-        Body::Done
-    } else if let Some(te) = transfer_encoding {
-        let last = te.rsplit(|&b| b == b',').next().map(<[u8]>::trim_ascii).unwrap_or_default();
-        if last.eq_ignore_ascii_case(b"chunked") { Body::ChunkSize } else { Body::Eof }
-    } else {
-        match length {
-            Some(0) => Body::Done,
-            Some(n) => Body::Length(n),
-            None => Body::Eof,
-        }
-    };
-    let close = close || state == Body::Eof;
-    Ok(Head::Final(FinalHead { len, status, body: state, close }))
-}
-
-/// A content-length value: decimal digits only.
-fn parse_length(s: &[u8]) -> Option<u64> {
-    if s.is_empty() || s.len() > 19 || !s.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    Some(s.iter().fold(0u64, |n, &d| n * 10 + u64::from(d - b'0')))
-}
-
-/// Where a response body is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Body {
-    /// This many bytes to go.
-    Length(u64),
-    /// Chunked: at a chunk-size line.
-    ChunkSize,
-    /// Chunked: this many bytes of chunk data to go, then CRLF.
-    ChunkData(u64),
-    /// Chunked: at the CRLF after a chunk's data.
-    ChunkEnd,
-    /// Chunked: after the last chunk, at a trailer line or the final empty line.
-    Trailers,
-    /// Until the connection closes.
-    Eof,
-    /// Complete.
-    Done,
-}
-
-/// Consumes a response body, keeping none of it.
-impl Body {
-    fn is_done(self) -> bool {
-        self == Body::Done
-    }
-
-    /// What is still missing, for an error message.
-    fn missing(self) -> String {
-        match self {
-            Body::Length(n) => format!("{n} bytes of the body missing"),
-            Body::ChunkSize | Body::ChunkData(_) | Body::ChunkEnd => "in a chunked body".to_owned(),
-            Body::Trailers => "in the trailers of a chunked body".to_owned(),
-            Body::Eof | Body::Done => "after the body".to_owned(),
-        }
-    }
-
-    /// Consumes what it can of `data`, from its start; returns how many bytes. It stops early only at the
-    /// end of the body or at an incomplete line (which needs more bytes after it).
-    fn decode(&mut self, data: &[u8]) -> Result<usize, String> {
-        let mut pos = 0;
-        loop {
-            let rest = &data[pos..];
-            match *self {
-                Body::Done => return Ok(pos),
-                Body::Eof => return Ok(data.len()),
-                Body::Length(n) | Body::ChunkData(n) => {
-                    let take = rest.len().min(usize::try_from(n).unwrap_or(usize::MAX));
-                    pos += take;
-                    let left = n - take as u64;
-                    *self = match *self {
-                        Body::Length(_) if left == 0 => Body::Done,
-                        Body::Length(_) => Body::Length(left),
-                        _ if left == 0 => Body::ChunkEnd,
-                        _ => Body::ChunkData(left),
-                    };
-                    if left > 0 {
-                        return Ok(pos);
-                    }
-                }
-                Body::ChunkSize => {
-                    // httparse reads an empty line as size 0: a size needs at least one hex digit.
-                    if rest.first().is_some_and(|b| !b.is_ascii_hexdigit()) {
-                        return Err("invalid chunk size line".to_owned());
-                    }
-                    match httparse::parse_chunk_size(rest) {
-                        Ok(httparse::Status::Complete((used, size))) => {
-                            pos += used;
-                            *self = if size == 0 { Body::Trailers } else { Body::ChunkData(size) };
-                        }
-                        Ok(httparse::Status::Partial) => return Ok(pos),
-                        Err(_) => return Err("invalid chunk size line".to_owned()),
-                    }
-                }
-                Body::ChunkEnd => match rest {
-                    [b'\r', b'\n', ..] => {
-                        pos += 2;
-                        *self = Body::ChunkSize;
-                    }
-                    [] | [b'\r'] => return Ok(pos),
-                    _ => return Err("chunk data not followed by CRLF".to_owned()),
-                },
-                Body::Trailers => {
-                    let Some(end) = rest.iter().position(|&b| b == b'\n') else { return Ok(pos) };
-                    pos += end + 1;
-                    let line = &rest[..end];
-                    if line.strip_suffix(b"\r").unwrap_or(line).is_empty() {
-                        *self = Body::Done;
-                    }
-                }
-            }
-        }
-    }
 }
 
 /// A connect error's kind.
@@ -567,6 +337,7 @@ mod tests {
     use tokio::net::TcpListener;
 
     use super::*;
+    use crate::response::MAX_HEADERS;
 
     #[test]
     fn io_errors_are_classified() {
@@ -638,7 +409,10 @@ mod tests {
         let whole = read(data, usize::MAX);
         for step in [1, 2, 3, 7] {
             let split = read(data, step);
-            assert_eq!((split.0, split.1.status, &split.1.answer), (whole.0, whole.1.status, &whole.1.answer));
+            assert_eq!(
+                (split.0, split.1.status, &split.1.answer, &split.1.reason),
+                (whole.0, whole.1.status, &whole.1.answer, &whole.1.reason)
+            );
             assert_eq!(split.2, 0, "step {step}: the whole stream is read");
         }
         whole
@@ -668,6 +442,29 @@ mod tests {
             read_every_way(b"HTTP/1.1 200 OK\r\ncontent-length: 2, 2\r\ncontent-length: 2\r\n\r\nok").0,
             Ok(true)
         );
+    }
+
+    #[test]
+    fn a_failing_status_keeps_the_first_line_of_its_body_as_the_reason() {
+        let reason = |data: &[u8]| read_every_way(data).1.reason;
+        assert_eq!(
+            reason(
+                b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 36\r\n\r\nupstream connect error: refused\nmore"
+            ),
+            Some("upstream connect error: refused".to_owned())
+        );
+        assert_eq!(
+            reason(b"HTTP/1.1 404 Not Found\r\ntransfer-encoding: chunked\r\n\r\n3\r\nno \r\n5\r\nroute\r\n0\r\n\r\n"),
+            Some("no route".to_owned()),
+            "chunk framing is not content"
+        );
+        assert_eq!(reason(b"HTTP/1.0 500 Internal\r\n\r\nclose-delimited"), Some("close-delimited".to_owned()));
+        // A success keeps nothing; an empty body gives no reason.
+        assert_eq!(reason(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello"), None);
+        assert_eq!(reason(b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n"), None);
+        // What arrived of a body cut short is kept too.
+        let (r, ex, _) = read(b"HTTP/1.1 502 Bad Gateway\r\ncontent-length: 50\r\n\r\nupstream re", 4);
+        assert_eq!((r, ex.reason.as_deref()), (Err(ErrorKind::Closed), Some("upstream re")));
     }
 
     #[test]

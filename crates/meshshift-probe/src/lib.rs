@@ -10,7 +10,8 @@
 //! [`ProbeHandle::snapshot`] / [`ProbeHandle::stop`]); `meshshift probe` is its command-line front end.
 //!
 //! Modules: [`schedule`] (pure arrival times), [`record`] (one request's record), [`buckets`] (pure
-//! aggregation), [`target`] (which URLs may be probed), `client` (HTTP/1 connections), [`run`] (the tokio
+//! aggregation), [`target`] (which URLs may be probed), `client` (HTTP/1 connections), `response`
+//! (HTTP/1 response framing, no I/O), [`run`] (the tokio
 //! driver).
 #![forbid(unsafe_code)]
 
@@ -18,6 +19,7 @@ pub mod buckets;
 mod client;
 pub mod config;
 pub mod record;
+mod response;
 pub mod run;
 pub mod schedule;
 pub mod target;

@@ -103,7 +103,8 @@ pub struct Record {
     /// Why there is no complete response.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorKind>,
-    /// The underlying error message.
+    /// The underlying error message; for a complete response with a failing status, the first line of its
+    /// body (a proxy's reason, such as `upstream connect error: ...`, which says which hop failed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_detail: Option<String>,
     /// Sent on a connection that had already served a request (a failure there may be a stale keep-alive).

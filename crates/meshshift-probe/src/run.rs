@@ -404,7 +404,7 @@ async fn worker(
 fn record(slot: Slot, target: &Target, sent: Duration, done: Duration, ex: Exchange) -> Record {
     let (error, error_detail) = match ex.error {
         Some((kind, detail)) => (Some(kind), Some(detail)),
-        None => (None, None),
+        None => (None, ex.reason),
     };
     let a = ex.answer;
     Record {
