@@ -34,9 +34,7 @@ pub struct Run {
     ctx: Ctx,
     store: JournalStore,
     stored: Stored,
-    lock: Arc<RunLock>,
-    lost: Arc<AtomicBool>,
-    renewer: tokio::task::JoinHandle<()>,
+    held: Held,
     /// When each step started in this process (unix ms): the traffic gates' window.
     step_started: std::collections::BTreeMap<usize, u64>,
 }
@@ -88,10 +86,26 @@ pub fn is_over(journal: &Journal) -> bool {
     matches!(journal.next(), Next::Finished | Next::RolledBack)
 }
 
-async fn lock(
-    client: &Client,
-    options: &Options,
-) -> Result<(Arc<RunLock>, Arc<AtomicBool>, tokio::task::JoinHandle<()>), EngineError> {
+/// The run lock while a run holds it: the Lease, whether it was lost, and the task that renews it.
+struct Held {
+    lock: Arc<RunLock>,
+    lost: Arc<AtomicBool>,
+    renewer: tokio::task::JoinHandle<()>,
+}
+
+impl Held {
+    /// Stops renewing and releases the Lease at once, for a run that could not begin (the journal
+    /// refused it): the next run need not wait for the lease to expire. Best effort: an unreleased Lease
+    /// still expires.
+    async fn give_up(self) {
+        self.renewer.abort();
+        if let Ok(l) = Arc::try_unwrap(self.lock) {
+            l.release().await.ok();
+        }
+    }
+}
+
+async fn lock(client: &Client, options: &Options) -> Result<Held, EngineError> {
     ensure_namespace(client, &options.namespace).await?;
     // A lost race for the Lease is decided again from a fresh read: another run's Lease then shows as
     // held, while this run's own create or update, replayed after its answer was lost, shows as its own.
@@ -133,7 +147,7 @@ async fn lock(
             }
         }
     });
-    Ok((lock, lost, renewer))
+    Ok(Held { lock, lost, renewer })
 }
 
 /// Tries at the Lease (acquire after a lost race, a renewal, the release) before giving up.
@@ -179,7 +193,7 @@ impl Run {
         options: Options,
         observer: Arc<dyn Observer>,
     ) -> Result<Run, EngineError> {
-        let (lock, lost, renewer) = lock(&client, &options).await?;
+        let held = lock(&client, &options).await?;
         let store = JournalStore::new(&client, &options.namespace);
         let outcome = async {
             if let Some(existing) = store.load().await? {
@@ -209,35 +223,21 @@ impl Run {
         let stored = match outcome {
             Ok(s) => s,
             Err(e) => {
-                renewer.abort();
-                if let Ok(l) = Arc::try_unwrap(lock) {
-                    l.release().await.ok();
-                }
+                held.give_up().await;
                 return Err(e);
             }
         };
-        Ok(Run {
-            ctx: Ctx::new(client, plan, options, observer),
-            store,
-            stored,
-            lock,
-            lost,
-            renewer,
-            step_started: Default::default(),
-        })
+        Ok(Run::holding(client, plan, options, observer, store, stored, held))
     }
 
     /// Opens the run a journal records (for resume and rollback).
     pub async fn open(client: Client, options: Options, observer: Arc<dyn Observer>) -> Result<Run, EngineError> {
-        let (lock, lost, renewer) = lock(&client, &options).await?;
+        let held = lock(&client, &options).await?;
         let store = JournalStore::new(&client, &options.namespace);
         let stored = match store.load().await {
             Ok(Some(s)) => s,
             other => {
-                renewer.abort();
-                if let Ok(l) = Arc::try_unwrap(lock) {
-                    l.release().await.ok();
-                }
+                held.give_up().await;
                 return Err(match other {
                     Err(e) => e.into(),
                     _ => EngineError::NoRun(options.namespace.clone()),
@@ -245,15 +245,19 @@ impl Run {
             }
         };
         let plan = stored.plan.clone();
-        Ok(Run {
-            ctx: Ctx::new(client, plan, options, observer),
-            store,
-            stored,
-            lock,
-            lost,
-            renewer,
-            step_started: Default::default(),
-        })
+        Ok(Run::holding(client, plan, options, observer, store, stored, held))
+    }
+
+    fn holding(
+        client: Client,
+        plan: Plan,
+        options: Options,
+        observer: Arc<dyn Observer>,
+        store: JournalStore,
+        stored: Stored,
+        held: Held,
+    ) -> Run {
+        Run { ctx: Ctx::new(client, plan, options, observer), store, stored, held, step_started: Default::default() }
     }
 
     /// Adds a traffic gate, checked after every step and during soak windows.
@@ -282,7 +286,7 @@ impl Run {
     }
 
     async fn record(&mut self, id: &str, event: Event) -> Result<(), EngineError> {
-        if self.lost.load(Ordering::SeqCst) {
+        if self.held.lost.load(Ordering::SeqCst) {
             return Err(EngineError::LockLost("the lease could not be renewed; another run may hold it".into()));
         }
         let previous = self.stored.journal.clone();
@@ -393,9 +397,9 @@ impl Run {
 
     /// Releases the lock.
     pub async fn finish(self) -> Result<(), EngineError> {
-        self.renewer.abort();
-        let _ = self.renewer.await;
-        let Ok(lock) = Arc::try_unwrap(self.lock) else { return Ok(()) };
+        self.held.renewer.abort();
+        let _ = self.held.renewer.await;
+        let Ok(lock) = Arc::try_unwrap(self.held.lock) else { return Ok(()) };
         // The release reads the Lease afresh each time: a lost race or a transient failure is tried again.
         let mut tries = 1;
         loop {
