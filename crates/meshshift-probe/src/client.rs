@@ -42,7 +42,7 @@ use tokio::time::{Instant, Sleep};
 
 use crate::config::ProbeError;
 use crate::record::{ErrorKind, is_success_status};
-use crate::response::{Answer, Body, Head, MAX_LINE, first_line, parse_head};
+use crate::response::{Answer, Body, Head, MAX_LINE, parse_head, reason};
 use crate::target::Target;
 
 /// The largest response head accepted.
@@ -110,7 +110,7 @@ pub(crate) struct Exchange {
     pub error: Option<(ErrorKind, String)>,
     /// Sent on a connection that had served before.
     pub reused: bool,
-    /// For a failing status, the first line of the body: the answering proxy's reason.
+    /// For a failing status, what the body says of the failure (`response::reason`).
     pub reason: Option<String>,
 }
 
@@ -295,7 +295,7 @@ async fn read_response<R: AsyncRead + Unpin>(
         }
     };
     // Whatever became of the body, what arrived of a failure's reason is kept.
-    ex.reason = excerpt.as_deref().and_then(first_line);
+    ex.reason = excerpt.as_deref().and_then(reason);
     result
 }
 
@@ -445,7 +445,7 @@ mod tests {
     }
 
     #[test]
-    fn a_failing_status_keeps_the_first_line_of_its_body_as_the_reason() {
+    fn a_failing_status_keeps_the_reason_its_body_gives() {
         let reason = |data: &[u8]| read_every_way(data).1.reason;
         assert_eq!(
             reason(

@@ -103,8 +103,9 @@ pub struct Record {
     /// Why there is no complete response.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorKind>,
-    /// The underlying error message; for a complete response with a failing status, the first line of its
-    /// body (a proxy's reason, such as `upstream connect error: ...`, which says which hop failed).
+    /// The underlying error message; for a response with a failing status, what its body says: the first
+    /// line, or an HTML error page's text (a proxy's `upstream connect error: ...`, an app's "details are
+    /// unavailable": which hop failed), at most 200 characters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_detail: Option<String>,
     /// Sent on a connection that had already served a request (a failure there may be a stale keep-alive).

@@ -10,9 +10,11 @@ use crate::record::headers;
 pub(crate) const MAX_HEADERS: usize = 100;
 /// The longest chunk-size or trailer line accepted.
 pub(crate) const MAX_LINE: usize = 4 * 1024;
-/// How much of a failed response's body is kept: enough for a proxy's one-line reason
-/// (`upstream connect error: ...`), which says which hop failed.
-pub(crate) const EXCERPT: usize = 200;
+/// How much of a failed response's body is kept: enough to find a proxy's one-line reason
+/// (`upstream connect error: ...`) or an error page's message, which say which hop failed.
+pub(crate) const EXCERPT: usize = 1024;
+/// The longest reason a record shows, in characters.
+const REASON_CHARS: usize = 200;
 
 /// The response headers a record keeps.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -257,10 +259,36 @@ impl Body {
     }
 }
 
-/// The first line of a body excerpt, as text: what a record shows of a failed response.
-pub(crate) fn first_line(excerpt: &[u8]) -> Option<String> {
-    let line = excerpt.split(|&b| b == b'\n').next().unwrap_or_default().trim_ascii();
-    (!line.is_empty()).then(|| String::from_utf8_lossy(line).into_owned())
+/// What a record shows of a failed response's body: its first non-empty line, or for an HTML error page
+/// its text (tags dropped, the common entities decoded, white space collapsed), at most [`REASON_CHARS`]
+/// characters.
+pub(crate) fn reason(excerpt: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(excerpt);
+    let text = text.trim_start();
+    let reason =
+        if text.starts_with('<') { html_text(text) } else { text.lines().next().unwrap_or_default().trim().to_owned() };
+    (!reason.is_empty()).then(|| reason.chars().take(REASON_CHARS).collect())
+}
+
+/// The text of (the start of) an HTML page. Not an HTML parser: enough for an error page's message.
+fn html_text(html: &str) -> String {
+    let mut text = String::with_capacity(html.len());
+    let mut in_tag = false;
+    for c in html.chars() {
+        match c {
+            '<' => {
+                in_tag = true;
+                text.push(' ');
+            }
+            '>' if in_tag => in_tag = false,
+            _ if !in_tag => text.push(c),
+            _ => {}
+        }
+    }
+    let text = [("&quot;", "\""), ("&#39;", "'"), ("&lt;", "<"), ("&gt;", ">"), ("&nbsp;", " "), ("&amp;", "&")]
+        .iter()
+        .fold(text, |t, (entity, c)| t.replace(entity, c));
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 #[cfg(test)]
@@ -299,10 +327,21 @@ mod tests {
     }
 
     #[test]
-    fn the_first_line_is_trimmed_text() {
-        assert_eq!(first_line(b"  no healthy upstream\r\nsecond"), Some("no healthy upstream".to_owned()));
-        assert_eq!(first_line(b"\xffbad utf8"), Some("\u{fffd}bad utf8".to_owned()));
-        assert_eq!(first_line(b"\r\nafter an empty line"), None);
-        assert_eq!(first_line(b""), None);
+    fn the_reason_is_the_first_line_or_an_error_pages_text() {
+        assert_eq!(reason(b"  no healthy upstream\r\nsecond"), Some("no healthy upstream".to_owned()));
+        assert_eq!(reason(b"\xffbad utf8"), Some("\u{fffd}bad utf8".to_owned()));
+        assert_eq!(reason(b"\r\n\r\nafter empty lines\nnext"), Some("after empty lines".to_owned()));
+        assert_eq!(reason(b" \r\n"), None);
+        assert_eq!(reason(b""), None);
+        let page = b"<!DOCTYPE html>\n<html><head><title>Shop</title></head><body>\n<div class=\"error\">Sorry, \
+                     details are unavailable: details (10.96.0.9:9080): &quot;reset&quot; &amp; gone</div>";
+        assert_eq!(
+            reason(page),
+            Some("Shop Sorry, details are unavailable: details (10.96.0.9:9080): \"reset\" & gone".to_owned())
+        );
+        // Cut inside a tag: the partial tag is dropped. Long reasons are cut to REASON_CHARS characters.
+        assert_eq!(reason(b"<p>kept</p><a href=\"x"), Some("kept".to_owned()));
+        let long = "é".repeat(3 * REASON_CHARS);
+        assert_eq!(reason(long.as_bytes()).map(|r| r.chars().count()), Some(REASON_CHARS));
     }
 }

@@ -72,13 +72,31 @@ fn without_restart_times(mut v: Value) -> Value {
     v
 }
 
-async fn no_failures(probe: ProbeHandle) {
+/// What the test did when, in seconds of the probe, so that a failed request can be placed among the runs.
+#[derive(Default)]
+struct Timeline(Vec<(f64, String)>);
+
+impl Timeline {
+    fn mark(&mut self, probe: &ProbeHandle, what: impl Into<String>) {
+        self.0.push((probe.snapshot().elapsed.as_secs_f64(), what.into()));
+    }
+}
+
+async fn no_failures(probe: ProbeHandle, timeline: &Timeline) {
     let result = probe.stop().await.expect("prober");
     eprintln!("{}", result.summary.to_text());
     assert!(result.summary.total > 500, "traffic flowed: {}", result.summary.total);
     let failed: Vec<String> =
         result.records.iter().filter(|r| !r.ok).map(|r| serde_json::to_string(r).unwrap_or_default()).collect();
-    assert_eq!(result.summary.failed, 0, "no request may fail:\n{}\n{}", result.summary.to_text(), failed.join("\n"));
+    let runs: Vec<String> = timeline.0.iter().map(|(s, what)| format!("{s:8.1} s  {what} ended")).collect();
+    assert_eq!(
+        result.summary.failed,
+        0,
+        "no request may fail:\n{}\n{}\nthe runs, in seconds of the probe:\n{}",
+        result.summary.to_text(),
+        failed.join("\n"),
+        runs.join("\n")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -90,11 +108,14 @@ async fn killed_at_every_step_and_resumed_ends_like_an_uninterrupted_run() {
     let points: Vec<String> =
         ids.iter().flat_map(|id| ["applying", "applied", "done"].map(|p| format!("{id}:{p}"))).collect();
 
+    let mut timeline = Timeline::default();
     let (code, killed, out) = ms(&lab, &["apply", "--to", "1.10.6"], Some(&points[0]));
     assert!(killed, "killed at {}: {code:?} {out}", points[0]);
+    timeline.mark(&probe, format!("apply killed at {}", points[0]));
     for point in &points[1..] {
         let (code, killed, out) = ms_after_lease(&lab, &["resume"], Some(point));
         assert!(killed, "resume killed at {point}: {code:?}\n{out}");
+        timeline.mark(&probe, format!("resume killed at {point}"));
     }
     // Killed right after journaling the last step done: the run is over, and resume says so.
     let (code, _, out) = ms_after_lease(&lab, &["resume"], None);
@@ -105,12 +126,14 @@ async fn killed_at_every_step_and_resumed_ends_like_an_uninterrupted_run() {
     // The same upgrade without crashes, from the same start.
     let (code, _, out) = ms_after_lease(&lab, &["rollback"], None);
     assert_eq!(code, Some(0), "{out}");
+    timeline.mark(&probe, "rollback");
     assert_same(&start, &view(&lab.client).await, "rolled back after the crashed run");
     let (code, _, out) = ms_after_lease(&lab, &["apply", "--to", "1.10.6"], None);
     assert_eq!(code, Some(0), "{out}");
+    timeline.mark(&probe, "uninterrupted apply");
     let uninterrupted = without_restart_times(view(&lab.client).await);
     assert_same(&uninterrupted, &crashed, "the crashed-and-resumed run against an uninterrupted one");
-    no_failures(probe).await;
+    no_failures(probe, &timeline).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -118,12 +141,15 @@ async fn rolled_back_after_every_step_the_cluster_is_the_start() {
     let lab = lab().await;
     let start = view(&lab.client).await;
     let probe = Prober::start(ProbeConfig::new(vec![lab.url.clone()], 50.0)).expect("prober");
+    let mut timeline = Timeline::default();
     for id in step_ids(&lab, "1.10.6") {
         let (code, _, out) = ms_after_lease(&lab, &["apply", "--to", "1.10.6", "--until", &id], None);
         assert_eq!(code, Some(0), "apply --until {id}: {out}");
+        timeline.mark(&probe, format!("apply --until {id}"));
         let (code, _, out) = ms_after_lease(&lab, &["rollback"], None);
         assert_eq!(code, Some(0), "rollback after {id}: {out}");
+        timeline.mark(&probe, format!("rollback after {id}"));
         assert_same(&start, &view(&lab.client).await, &format!("rolled back after {id}"));
     }
-    no_failures(probe).await;
+    no_failures(probe, &timeline).await;
 }
