@@ -16,6 +16,7 @@
 pub mod drain;
 pub mod proxy_config;
 pub mod ready;
+pub mod retry;
 pub mod route_config;
 pub mod router;
 pub mod routes;

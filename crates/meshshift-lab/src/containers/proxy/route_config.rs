@@ -10,6 +10,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_json::Value;
 
 use super::proxy_config::parse_duration;
+use super::retry::RetryPolicy;
 use super::routes::{
     BoundServer, Destination, HttpRoute, RESERVED_PORTS, RequestMatch, RouteAction, RouteTable, ServerHost,
     StringMatch, VirtualServiceRoutes, full_match_regex,
@@ -224,10 +225,7 @@ fn parse_rule(rule: &Value, namespace: &str, services: &[ServiceEntry]) -> Resul
             rewrite_uri: rule.pointer("/rewrite/uri").and_then(Value::as_str).map(str::to_owned),
             rewrite_authority: rule.pointer("/rewrite/authority").and_then(Value::as_str).map(str::to_owned),
             timeout: rule.get("timeout").and_then(Value::as_str).and_then(parse_duration),
-            retries: rule
-                .pointer("/retries/attempts")
-                .and_then(Value::as_u64)
-                .map(|a| u32::try_from(a).unwrap_or(u32::MAX)),
+            retry: RetryPolicy::from_rule(rule.get("retries")),
         }
     };
     Ok(HttpRoute { name: rule.get("name").and_then(Value::as_str).map(str::to_owned), matches, action })

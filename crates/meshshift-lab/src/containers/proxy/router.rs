@@ -10,7 +10,8 @@
 //! Answers: no config yet -> 503; no route -> 404; upstream unreachable -> 503, timeout -> 504. Responses
 //! carry this gateway's `x-meshshift-revision`/`-version`/`-proxy: gateway`/`-pod`; the upstream's values
 //! of those headers (its sidecar's, its pod's) are kept as `x-meshshift-upstream-*`. Forwarded requests
-//! are retried on connection failure (Istio's default: 2 retries, or the route's `retries.attempts`).
+//! are retried as the route's `retries` say, by default as Istio does: twice, on a connection failure or
+//! an upstream 503 (`super::retry`).
 
 use std::collections::BTreeSet;
 use std::hash::{BuildHasher, RandomState};
@@ -29,6 +30,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use super::retry::RetryPolicy;
 use super::routes::{GatewayPod, RESERVED_PORTS, RequestInfo, RouteAction, RouteTable, pick_destination};
 use super::serve::{self, Body, Handler, Role, text};
 use super::state::ProxyState;
@@ -43,8 +45,6 @@ use crate::containers::{
 pub const UPSTREAM_HEADER_PREFIX: &str = "x-meshshift-upstream-";
 /// Ports a legacy gateway declares for TCP passthrough (istiod, SNI/mTLS): not HTTP listeners.
 const PASSTHROUGH_PORTS: [u16; 2] = [15012, 15443];
-/// Istio's default retries on connection failure.
-const DEFAULT_RETRIES: u32 = 2;
 /// How long to wait before trying a config-derived port again after a bind failure.
 const REBIND_DELAY: Duration = Duration::from_secs(2);
 
@@ -67,7 +67,7 @@ enum Plan {
         service: String,
         path: String,
         authority: Option<String>,
-        retries: u32,
+        retry: RetryPolicy,
         timeout: Option<Duration>,
     },
 }
@@ -193,13 +193,13 @@ impl Router {
                 }
                 (response, "unknown".to_owned())
             }
-            Plan::Forward { addr, service, path, authority, retries, timeout } => {
+            Plan::Forward { addr, service, path, authority, retry, timeout } => {
                 let body = match body.collect().await {
                     Ok(collected) => collected.to_bytes(),
                     Err(err) => return text(StatusCode::BAD_REQUEST, format!("reading the request body: {err}\n")),
                 };
                 let outgoing = Outgoing { parts: &parts, body, path_and_query: &path, authority: authority.as_deref() };
-                let response = match self.upstream.send(addr, &outgoing, retries, timeout).await {
+                let response = match self.upstream.send(addr, &outgoing, &retry, timeout).await {
                     Ok(response) => keep_upstream_headers(response.map(|b| b.boxed())),
                     Err(err @ UpstreamError::Timeout { .. }) => {
                         text(StatusCode::GATEWAY_TIMEOUT, format!("upstream request timeout: {err}\n"))
@@ -256,7 +256,7 @@ impl Router {
                 );
                 Plan::Redirect(StatusCode::from_u16(*code).unwrap_or(StatusCode::MOVED_PERMANENTLY), location)
             }
-            RouteAction::Forward { destinations, rewrite_authority, timeout, retries, .. } => {
+            RouteAction::Forward { destinations, rewrite_authority, timeout, retry, .. } => {
                 let Some(destination) = pick_destination(destinations, self.roll()) else {
                     return Plan::Answer(StatusCode::SERVICE_UNAVAILABLE, "no destination\n".into(), unknown());
                 };
@@ -280,7 +280,7 @@ impl Router {
                     path: matched.upstream_path(path, parts.uri.query()),
                     service,
                     authority: rewrite_authority.clone(),
-                    retries: retries.unwrap_or(DEFAULT_RETRIES),
+                    retry: retry.clone(),
                     timeout: *timeout,
                 }
             }

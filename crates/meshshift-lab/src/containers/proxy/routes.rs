@@ -9,7 +9,7 @@
 //! (`*`, exact, `*.suffix`, `ns/host`) admit the request's Host, and its `http` rules are tried in order
 //! (uri/method/authority/header matches: exact, prefix, regex; `port`; `gateways`); the first match wins.
 //! A rule forwards to weighted `route` destinations (optionally rewriting uri/authority, with `timeout` and
-//! `retries.attempts`), redirects, or answers directly.
+//! `retries`: [`super::retry`]), redirects, or answers directly.
 //!
 //! Not modelled: subsets (there is no DestinationRule model: a subset's traffic goes to the whole
 //! Service), TLS (servers of protocol HTTPS are served as plain HTTP; TCP/TLS servers are skipped),
@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use http::HeaderMap;
 
+use super::retry::RetryPolicy;
 use super::route_config::qualify_host;
 pub use super::route_config::{GatewayPod, listener_ports};
 
@@ -136,8 +137,8 @@ pub enum RouteAction {
         rewrite_authority: Option<String>,
         /// `timeout`.
         timeout: Option<Duration>,
-        /// `retries.attempts` (retries on connection failure); `None`: Istio's default.
-        retries: Option<u32>,
+        /// `retries`, as istiod translates it (Istio's default policy when the rule has none).
+        retry: RetryPolicy,
     },
     /// `redirect`.
     Redirect {
@@ -734,9 +735,9 @@ mod tests {
         let table = RouteTable::build(&snapshot, &legacy_pod());
         let m = route_path(&table, 8080, "h", "/v1/products").expect("route");
         assert_eq!(m.upstream_path("/v1/products", Some("a=1")), "/api/products?a=1");
-        let RouteAction::Forward { destinations, timeout, retries, .. } = &m.route.action else { panic!("forward") };
+        let RouteAction::Forward { destinations, timeout, retry, .. } = &m.route.action else { panic!("forward") };
         assert_eq!(destinations[0].port, Some(9080), "the Service's only port when the destination has none");
-        assert_eq!((*timeout, *retries), (Some(Duration::from_secs(2)), Some(0)));
+        assert_eq!((*timeout, retry), (Some(Duration::from_secs(2)), &RetryPolicy::NONE));
         let m = route_path(&table, 8080, "h", "/old").expect("redirect");
         assert_eq!(m.route.action, RouteAction::Redirect { uri: Some("/new".into()), authority: None, code: 301 });
         let m = route_path(&table, 8080, "h", "/teapot").expect("direct");

@@ -29,6 +29,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use super::ready::READY_PORT;
+use super::retry::RetryPolicy;
 use super::routes::RESERVED_PORTS;
 use super::serve::{self, Body, Handler, Role, text};
 use super::state::ProxyState;
@@ -132,7 +133,7 @@ impl Sidecar {
         let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
         let outgoing = Outgoing { parts: &parts, body, path_and_query: &path_and_query, authority: None };
         let app = SocketAddr::V4(SocketAddrV4::new(self.pod_loopback, port));
-        match self.upstream.send(app, &outgoing, 0, None).await {
+        match self.upstream.send(app, &outgoing, &RetryPolicy::NONE, None).await {
             Ok(response) => response.map(|b| b.boxed()),
             Err(err) => {
                 tracing::debug!(pod = %self.state.identity.pod(), %err, "app unreachable");

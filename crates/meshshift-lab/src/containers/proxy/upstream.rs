@@ -4,9 +4,9 @@
 //! Why pooled: Envoy keeps upstream connections alive, and what an upgrade does to such long-lived
 //! connections (a draining pod answering `Connection: close`, a pod going away under an idle connection)
 //! is part of what the lab must show. hyper-util's pool drops connections the upstream closed and re-sends
-//! a request that never reached a connection closed under it; on top of that, connection failures are
-//! retried like Istio's default retry policy (`connect-failure`, 2 attempts, 25 ms back-off), which is why
-//! request bodies are buffered.
+//! a request that never reached a connection closed under it; on top of that, requests are retried as the
+//! route's policy says (`super::retry`; Istio's default: twice, on a connection failure or a 503, 25 ms
+//! back-off growing linearly), which is why request bodies are buffered.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -20,6 +20,8 @@ use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+
+use super::retry::RetryPolicy;
 
 /// Headers that describe one hop's connection and must not be forwarded (RFC 9110 7.6.1).
 const HOP_BY_HOP: [HeaderName; 8] = [
@@ -100,28 +102,34 @@ impl Upstream {
         Upstream { client }
     }
 
-    /// Sends `outgoing` to `addr`, retrying connection failures `retries` times; `timeout` bounds the
-    /// whole exchange up to the response head.
+    /// Sends `outgoing` to `addr`, trying again as `retry` says (a failure, or a response whose status it
+    /// retries, while attempts are left; the last try's response or failure is the answer); `timeout`
+    /// bounds all tries together up to the response head, as Envoy's route timeout does.
     pub async fn send(
         &self,
         addr: SocketAddr,
         outgoing: &Outgoing<'_>,
-        retries: u32,
+        retry: &RetryPolicy,
         timeout: Option<Duration>,
     ) -> Result<Response<Incoming>, UpstreamError> {
         let attempt = async {
             let mut tries = 0;
             loop {
                 let request = build_request(addr, outgoing)?;
-                match self.client.request(request).await {
+                let why = match self.client.request(request).await {
+                    Ok(response) if tries < retry.attempts && retry.retries_status(response.status().as_u16()) => {
+                        // Dropped unread: the pool does not reuse its connection.
+                        format!("status {}", response.status())
+                    }
                     Ok(response) => return Ok(strip_hop_by_hop(response)),
-                    Err(source) if source.is_connect() && tries < retries => {
-                        tries += 1;
-                        tracing::debug!(%addr, error = %source, tries, "upstream connect failed, retrying");
-                        tokio::time::sleep(RETRY_BACKOFF * tries).await;
+                    Err(source) if tries < retry.attempts && retry.retries_failure(source.is_connect()) => {
+                        source.to_string()
                     }
                     Err(source) => return Err(UpstreamError::Send { addr, source }),
-                }
+                };
+                tries += 1;
+                tracing::debug!(%addr, why, tries, "upstream try failed, retrying");
+                tokio::time::sleep(RETRY_BACKOFF * tries).await;
             }
         };
         match timeout {
@@ -155,4 +163,89 @@ fn strip_hop_by_hop<B>(mut response: Response<B>) -> Response<B> {
         response.headers_mut().remove(name);
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use http::StatusCode;
+    use hyper::server::conn::http1;
+    use hyper::service::service_fn;
+    use hyper_util::rt::TokioIo;
+    use serde_json::json;
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    /// A server whose first `failing` requests get `status`, the rest 200; counts requests.
+    async fn server(failing: usize, status: StatusCode) -> (SocketAddr, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(AtomicUsize::new(0));
+        let count = seen.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let count = count.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |_: Request<Incoming>| {
+                        let n = count.fetch_add(1, Ordering::SeqCst);
+                        let code = if n < failing { status } else { StatusCode::OK };
+                        async move {
+                            Ok::<_, Infallible>(Response::builder().status(code).body(Full::new(Bytes::new())).unwrap())
+                        }
+                    });
+                    let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+                });
+            }
+        });
+        (addr, seen)
+    }
+
+    async fn send(addr: SocketAddr, retry: &RetryPolicy) -> Result<StatusCode, String> {
+        let (parts, _) = Request::get("/").body(()).unwrap().into_parts();
+        let outgoing = Outgoing { parts: &parts, body: Bytes::new(), path_and_query: "/", authority: None };
+        Upstream::new()
+            .send(addr, &outgoing, retry, Some(Duration::from_secs(5)))
+            .await
+            .map(|r| r.status())
+            .map_err(|e| e.to_string())
+    }
+
+    #[tokio::test]
+    async fn istios_default_retries_an_upstream_503_twice() {
+        let (addr, seen) = server(2, StatusCode::SERVICE_UNAVAILABLE).await;
+        assert_eq!(send(addr, &RetryPolicy::istio_default()).await, Ok(StatusCode::OK));
+        assert_eq!(seen.load(Ordering::SeqCst), 3, "two retries");
+        // Three 503s in a row: the last one is the answer.
+        let (addr, seen) = server(3, StatusCode::SERVICE_UNAVAILABLE).await;
+        assert_eq!(send(addr, &RetryPolicy::istio_default()).await, Ok(StatusCode::SERVICE_UNAVAILABLE));
+        assert_eq!(seen.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn other_statuses_and_disabled_retries_pass_through() {
+        let (addr, seen) = server(1, StatusCode::INTERNAL_SERVER_ERROR).await;
+        assert_eq!(send(addr, &RetryPolicy::istio_default()).await, Ok(StatusCode::INTERNAL_SERVER_ERROR));
+        assert_eq!(seen.load(Ordering::SeqCst), 1, "a 500 is not retried by default");
+        let (addr, seen) = server(1, StatusCode::SERVICE_UNAVAILABLE).await;
+        assert_eq!(send(addr, &RetryPolicy::NONE).await, Ok(StatusCode::SERVICE_UNAVAILABLE));
+        assert_eq!(seen.load(Ordering::SeqCst), 1);
+        let five_xx = RetryPolicy::from_rule(Some(&json!({"attempts": 1, "retryOn": "5xx"})));
+        let (addr, seen) = server(1, StatusCode::INTERNAL_SERVER_ERROR).await;
+        assert_eq!(send(addr, &five_xx).await, Ok(StatusCode::OK));
+        assert_eq!(seen.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn connection_failures_are_retried_then_reported() {
+        // A port nothing listens on: refused, retried twice, then the failure.
+        let closed = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
+        let started = tokio::time::Instant::now();
+        let err = send(closed, &RetryPolicy::istio_default()).await.unwrap_err();
+        assert!(err.contains(&closed.to_string()), "{err}");
+        assert!(started.elapsed() >= RETRY_BACKOFF * 3, "waited 25 ms, then 50 ms, between the tries");
+    }
 }
