@@ -28,19 +28,28 @@ pub struct ProbeConfig {
 }
 
 impl ProbeConfig {
-    /// Defaults: until stopped, 10 connections, 5 s timeout, 10 s drain, 100 ms buckets, no extra headers.
+    /// Defaults: until stopped, [`default_connections`], 5 s timeout, 10 s drain, 100 ms buckets, no extra
+    /// headers.
     pub fn new(urls: Vec<String>, rate: f64) -> Self {
         Self {
             urls,
             rate,
             duration: None,
-            connections: 10,
+            connections: default_connections(rate),
             headers: Vec::new(),
             timeout: Duration::from_secs(5),
             drain: Duration::from_secs(10),
             bucket: DEFAULT_BUCKET,
         }
     }
+}
+
+/// Enough connections that `rate` is kept even when answers take a second (a loaded gateway, a loaded
+/// machine): the rate per second, at least 16. An open-loop probe queues what its connections cannot
+/// carry, and requests still queued when it ends count as failed; a worker without a request holds at most
+/// an idle connection, so the headroom costs little.
+pub fn default_connections(rate: f64) -> usize {
+    if rate.is_finite() && rate > 0.0 { (rate.ceil() as usize).clamp(16, MAX_CONNECTIONS) } else { 16 }
 }
 
 /// Connections above this are refused: the prober is for steady probing traffic, not load generation.
@@ -133,6 +142,16 @@ pub fn parse_duration(input: &str) -> Result<Duration, ProbeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn connections_carry_the_rate_for_a_second_of_answers() {
+        assert_eq!(default_connections(50.0), 50);
+        assert_eq!(default_connections(500.5), 501);
+        assert_eq!(default_connections(2.0), 16, "at least 16");
+        assert_eq!(default_connections(1e9), MAX_CONNECTIONS);
+        assert_eq!(default_connections(f64::NAN), 16);
+        assert_eq!(ProbeConfig::new(vec![], 100.0).connections, 100);
+    }
 
     #[test]
     fn durations() {

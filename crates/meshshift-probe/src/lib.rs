@@ -25,7 +25,7 @@ pub mod schedule;
 pub mod target;
 
 pub use buckets::{Bucket, FailureWindow, Latency, RevisionShare, Summary, bucketize, summarize};
-pub use config::{MAX_CONNECTIONS, ProbeConfig, ProbeError, parse_duration, parse_header};
+pub use config::{MAX_CONNECTIONS, ProbeConfig, ProbeError, default_connections, parse_duration, parse_header};
 pub use record::{ErrorKind, Record};
 pub use run::{ProbeHandle, ProbeResult, ProbeSnapshot, Prober, Stopper, Window};
 pub use schedule::{Schedule, Slot};

@@ -304,9 +304,10 @@ pub struct ProbeArgs {
     /// How long to send for, e.g. 30s, 500ms, 2m (Ctrl-C stops early and still reports).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub duration: std::time::Duration,
-    /// Connections per host; requests beyond them queue, and their latency shows it.
-    #[arg(long, default_value_t = 10)]
-    pub connections: usize,
+    /// Connections per host; requests beyond them queue, and their latency shows it [default: the rate
+    /// per second, at least 16].
+    #[arg(long)]
+    pub connections: Option<usize>,
     /// Extra request header NAME:VALUE (repeatable; `Host:` replaces the URL's host).
     #[arg(long = "header", value_name = "NAME:VALUE")]
     pub headers: Vec<String>,

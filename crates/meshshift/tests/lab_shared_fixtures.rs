@@ -120,9 +120,7 @@ async fn real_1_9_7_manifests_upgrade_to_1_10_6_widen_narrow_under_traffic() {
         .expect("the chart's LoadBalancer Service has a host port");
     let url = format!("http://{addr}/productpage");
     support::lab::wait_until_serving("the chart's gateway serves", &url).await;
-    // Enough connections that a loaded machine's slower answers do not queue requests past the drain.
     let mut config = meshshift_probe::ProbeConfig::new(vec![url], 50.0);
-    config.connections = 50;
     // A connection per request: each one is balanced afresh, so a green the LoadBalancer selected too early
     // would answer some of them.
     config.headers = vec![("Connection".into(), "close".into())];

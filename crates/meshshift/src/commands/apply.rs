@@ -209,12 +209,8 @@ fn start_traffic(args: &RunArgs) -> Result<Option<Traffic>, String> {
     if args.probe.is_empty() {
         return Ok(None);
     }
+    // Connections: the prober's default, enough that answers taking a second do not queue requests.
     let mut config = ProbeConfig::new(args.probe.clone(), args.probe_rate);
-    // Enough connections that the rate is kept even when answers take a second (a loaded gateway, a
-    // loaded machine): an open-loop probe queues what its connections cannot carry, and requests still
-    // queued when the probe ends count as failed. With a connection per request an idle worker holds no
-    // socket, so the headroom costs nothing.
-    config.connections = (args.probe_rate.ceil() as usize).clamp(16, meshshift_probe::MAX_CONNECTIONS);
     // A new connection per request, as new users make: kept-alive connections would stay on blue through
     // the soak window and the gate would never see green (docs/reliability.md, "Chaos").
     config.headers.push(("connection".to_owned(), "close".to_owned()));

@@ -24,7 +24,9 @@ struct Report<'a> {
 fn config(args: &ProbeArgs) -> Result<ProbeConfig, meshshift_probe::ProbeError> {
     let mut config = ProbeConfig::new(args.urls.clone(), args.rate);
     config.duration = Some(args.duration);
-    config.connections = args.connections;
+    if let Some(connections) = args.connections {
+        config.connections = connections;
+    }
     config.timeout = args.timeout;
     config.drain = args.drain;
     config.headers = args.headers.iter().map(|h| meshshift_probe::parse_header(h)).collect::<Result<_, _>>()?;
