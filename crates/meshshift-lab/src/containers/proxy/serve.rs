@@ -20,7 +20,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -123,8 +123,15 @@ async fn connection(
             Ok::<_, Infallible>(response)
         }
     });
-    let conn =
-        http1::Builder::new().timer(TokioTimer::new()).keep_alive(true).serve_connection(TokioIo::new(stream), service);
+    // No idle timeout on the server side, as Envoy's listeners (its HTTP idle timeout is an hour): hyper's
+    // default `header_read_timeout` (30 s, once a timer is set) also closes a kept-alive connection idle
+    // that long, and a client pool (a gateway's, whose idle timeout is 60 s) that picks such a connection
+    // just as it closes fails the request (`SendRequest`). That race made the lab answer a rare 503 no
+    // Envoy would. Idle connections are closed by their client.
+    let conn = http1::Builder::new()
+        .keep_alive(true)
+        .header_read_timeout(None)
+        .serve_connection(TokioIo::new(stream), service);
     tokio::pin!(conn);
     let result = tokio::select! {
         result = conn.as_mut() => result,
@@ -135,5 +142,43 @@ async fn connection(
     };
     if let Err(err) = result {
         tracing::debug!(%err, "connection ended with an error");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+    use crate::containers::protocol::ProxyKind;
+    use crate::containers::proxy::state::ProxyIdentity;
+
+    async fn exchange(stream: &mut TcpStream) -> String {
+        stream.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n").await.unwrap();
+        let mut buf = vec![0; 1024];
+        let n = stream.read(&mut buf).await.unwrap();
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    }
+
+    /// Time is paused: the hour of idleness passes at once, with real sockets.
+    #[tokio::test(start_paused = true)]
+    async fn a_kept_alive_connection_is_not_closed_for_being_idle() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let identity = ProxyIdentity {
+            kind: ProxyKind::Sidecar,
+            version: "1.10.6".into(),
+            revision: "1-10-6".into(),
+            namespace: "default".into(),
+            pod_name: "p".into(),
+            workload: "p".into(),
+        };
+        let handler: Handler = Arc::new(|_| Box::pin(async { text(StatusCode::OK, "ok") }));
+        tokio::spawn(serve(listener, handler, ProxyState::new(identity), Role::Admin));
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        assert!(exchange(&mut stream).await.starts_with("HTTP/1.1 200"));
+        tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
+        let second = exchange(&mut stream).await;
+        assert!(second.starts_with("HTTP/1.1 200"), "the same connection serves after an idle hour: {second:?}");
     }
 }
