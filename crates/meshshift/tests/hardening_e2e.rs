@@ -9,7 +9,7 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use meshshift_lab::LabOptions;
 use meshshift_probe::{ProbeConfig, ProbeHandle, Prober};
@@ -77,8 +77,10 @@ fn without_restart_times(mut v: Value) -> Value {
 struct Timeline(Vec<(f64, String)>);
 
 impl Timeline {
+    /// From the probe's wall-clock start (a snapshot would copy every record to say the same).
     fn mark(&mut self, probe: &ProbeHandle, what: impl Into<String>) {
-        self.0.push((probe.snapshot().elapsed.as_secs_f64(), what.into()));
+        let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        self.0.push((now_ms.saturating_sub(probe.started_unix_ms()) as f64 / 1000.0, what.into()));
     }
 }
 

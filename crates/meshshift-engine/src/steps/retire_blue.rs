@@ -19,12 +19,8 @@ fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
-fn deployment(r: &str) -> Result<ObjectRef, EngineError> {
-    Ok(r.parse()?)
-}
-
 pub async fn prior(ctx: &Ctx, deployment_ref: &str) -> Result<Vec<Change>, EngineError> {
-    let r = deployment(deployment_ref)?;
+    let r: ObjectRef = deployment_ref.parse()?;
     let d = ctx.objects.get(&r).await?.ok_or_else(|| EngineError::Missing(r.to_string()))?;
     Ok(vec![Change {
         object: r.to_string(),
@@ -36,7 +32,7 @@ pub async fn prior(ctx: &Ctx, deployment_ref: &str) -> Result<Vec<Change>, Engin
 
 pub async fn apply(ctx: &Ctx, soak_seconds: u64, prior: &[Change]) -> Result<(), EngineError> {
     let c = prior.first().ok_or_else(|| EngineError::Invalid("retire step without journaled replicas".into()))?;
-    let r = deployment(&c.object)?;
+    let r: ObjectRef = c.object.parse()?;
     let d = ctx.objects.get(&r).await?.ok_or_else(|| EngineError::Missing(r.to_string()))?;
     // A resumed run whose scale-down already happened does not soak again.
     if Field::Replicas.read(&d).as_deref() != Some("0") {
@@ -50,7 +46,7 @@ pub async fn apply(ctx: &Ctx, soak_seconds: u64, prior: &[Change]) -> Result<(),
 }
 
 pub async fn verify(ctx: &Ctx, deployment_ref: &str) -> Result<(), EngineError> {
-    let r = deployment(deployment_ref)?;
+    let r: ObjectRef = deployment_ref.parse()?;
     let d = ctx.objects.get(&r).await?.ok_or_else(|| EngineError::Missing(r.to_string()))?;
     let labels: Vec<String> = d["spec"]["selector"]["matchLabels"]
         .as_object()
@@ -95,7 +91,7 @@ pub async fn verify(ctx: &Ctx, deployment_ref: &str) -> Result<(), EngineError> 
 pub async fn undo(ctx: &Ctx, prior: &[Change]) -> Result<(), EngineError> {
     restore(ctx, prior).await?;
     let c = prior.first().ok_or_else(|| EngineError::Invalid("retire step without journaled replicas".into()))?;
-    let r = deployment(&c.object)?;
+    let r: ObjectRef = c.object.parse()?;
     ctx.detail(format!("waiting for {r} to be ready again"));
     wait_workload(ctx, &r).await
 }
